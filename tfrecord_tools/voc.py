@@ -1,0 +1,184 @@
+"""Pascal VOC XML -> ImageRecords.
+
+Two layouts: a VOCdevkit year folder (``Annotations/``, ``JPEGImages/``,
+``ImageSets/Main/<split>.txt``) or loose folders of XML and images with an
+optional image-set file. XML is parsed with entity resolution, DTD loading
+and network access off; a file that declares entities is refused.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from lxml import etree
+
+from tfrecord_tools.errors import ConversionError
+from tfrecord_tools.records import ImageRecord, ObjectRecord, Plan, Problem
+
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
+    )
+
+
+def _text(element, tag: str) -> Optional[str]:
+    child = element.find(tag)
+    if child is None or child.text is None:
+        return None
+    text = child.text.strip()
+    return text or None
+
+
+def _read_image_set(path: str) -> list[str]:
+    """Image ids of an ImageSets file; per-class files' second column is ignored."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return [line.split()[0] for line in stream if line.strip()]
+    except OSError as error:
+        raise ConversionError(path, f"cannot read image set ({error.strerror})") from None
+
+
+def _flag(element, tag: str, ref: str) -> int:
+    value = _text(element, tag)
+    if value is None:
+        return 0
+    try:
+        return int(float(value) != 0)
+    except ValueError:
+        raise ValueError(f"{ref}: <{tag}> is {value!r}, not a number") from None
+
+
+def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dropped: dict) -> tuple[Optional[ImageRecord], list[Problem]]:
+    """Parses one VOC XML file.
+
+    Returns:
+        The record (``None`` when the file is unusable) and its problems.
+    """
+    try:
+        tree = etree.parse(xml_path, _parser())
+    except OSError as error:
+        reason = "annotation file not found" if not os.path.exists(xml_path) else f"cannot read ({error})"
+        return None, [Problem(xml_path, reason)]
+    except etree.XMLSyntaxError as error:
+        return None, [Problem(xml_path, f"XML does not parse ({error.msg})")]
+    dtd = tree.docinfo.internalDTD
+    if dtd is not None and any(True for _ in dtd.iterentities()):
+        return None, [Problem(xml_path, "XML declares entities (<!ENTITY>); they are not expanded, so the file is refused")]
+    root = tree.getroot()
+    if root.tag != "annotation":
+        return None, [Problem(xml_path, f"root element is <{root.tag}>, not <annotation>")]
+
+    filename = _text(root, "filename")
+    stem = os.path.splitext(os.path.basename(xml_path))[0]
+    candidates = ([filename] if filename else []) + [stem + extension for extension in _IMAGE_EXTENSIONS]
+    image_name = next(
+        (name for name in candidates if os.path.isfile(os.path.join(images_dir, name))),
+        filename or stem + ".jpg",
+    )
+    if os.path.basename(image_name) != image_name:
+        return None, [Problem(xml_path, f"<filename> {image_name!r} is not a plain file name")]
+
+    declared_size = None
+    size = root.find("size")
+    if size is not None:
+        try:
+            width, height = int(float(_text(size, "width") or 0)), int(float(_text(size, "height") or 0))
+        except ValueError:
+            return None, [Problem(xml_path, "<size> has a non-numeric width or height")]
+        if width > 0 and height > 0:  # some tools write 0 when they did not know
+            declared_size = (width, height)
+
+    record = ImageRecord(
+        image_path=os.path.join(images_dir, image_name),
+        filename=image_name,
+        source_id=image_name,  # the TF OD API's choice for VOC
+        annotation_file=xml_path,
+        declared_size=declared_size,
+    )
+    problems = []
+    for index, element in enumerate(root.iter("object")):
+        ref = f"object {index}"
+        try:
+            name = _text(element, "name")
+            if name is None:
+                raise ValueError(f"{ref} has no <name>")
+            box_element = element.find("bndbox")
+            if box_element is None:
+                raise ValueError(f"{ref} ({name}) has no <bndbox>")
+            coordinates = []
+            for tag in ("xmin", "ymin", "xmax", "ymax"):
+                value = _text(box_element, tag)
+                if value is None:
+                    raise ValueError(f"{ref} ({name}) has no <{tag}>")
+                try:
+                    coordinates.append(float(value))
+                except ValueError:
+                    raise ValueError(f"{ref} ({name}): <{tag}> is {value!r}, not a number") from None
+            difficult = _flag(element, "difficult", ref)
+            truncated = _flag(element, "truncated", ref)
+        except ValueError as error:
+            problems.append(Problem(xml_path, str(error), index))
+            continue
+        if difficult and ignore_difficult:
+            dropped["difficult"] = dropped.get("difficult", 0) + 1
+            continue
+        record.objects.append(ObjectRecord(
+            box=tuple(coordinates),
+            class_name=name,
+            difficult=difficult,
+            truncated=truncated,
+            pose=_text(element, "pose") or "",
+        ))
+    return record, problems
+
+
+def plan_voc(
+    voc_root: Optional[str] = None,
+    split_set: Optional[str] = None,
+    annotations_dir: Optional[str] = None,
+    images_dir: Optional[str] = None,
+    image_set: Optional[str] = None,
+    ignore_difficult: bool = False,
+) -> Plan:
+    """Finds and parses the annotations of a VOC dataset.
+
+    Args:
+        voc_root: a VOCdevkit year folder (with ``split_set``), or
+        annotations_dir, images_dir: loose folders, with ``image_set``
+            optionally listing the ids (file stems) to convert.
+        ignore_difficult: leave ``difficult`` objects out (counted) instead
+            of keeping them flagged.
+
+    Returns:
+        A plan; classes for a default label map are the names found, sorted.
+    """
+    if voc_root is not None:
+        if annotations_dir or images_dir:
+            raise ValueError("give either voc_root or annotations_dir/images_dir, not both")
+        annotations_dir = os.path.join(voc_root, "Annotations")
+        images_dir = os.path.join(voc_root, "JPEGImages")
+        image_set = os.path.join(voc_root, "ImageSets", "Main", f"{split_set or 'train'}.txt")
+    if not annotations_dir or not images_dir:
+        raise ValueError("VOC needs voc_root, or annotations_dir and images_dir")
+    for folder in (annotations_dir, images_dir):
+        if not os.path.isdir(folder):
+            raise ConversionError(folder, "folder not found")
+
+    if image_set:
+        xml_paths = [os.path.join(annotations_dir, image_id + ".xml") for image_id in _read_image_set(image_set)]
+    else:
+        xml_paths = sorted(
+            os.path.join(annotations_dir, name) for name in os.listdir(annotations_dir) if name.endswith(".xml")
+        )
+    plan = Plan(images=[])
+    for xml_path in xml_paths:
+        record, problems = parse_annotation(xml_path, images_dir, ignore_difficult, plan.dropped)
+        plan.problems.extend(problems)
+        if record is not None:
+            plan.images.append(record)
+    plan.class_names = sorted({obj.class_name for record in plan.images for obj in record.objects})
+    return plan
