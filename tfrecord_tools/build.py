@@ -53,6 +53,10 @@ def build_example(record: ImageRecord, include_masks: bool = False) -> BuildResu
         info = inspect_image(data)
     except InvalidImageError as error:
         return _unusable(record.image_path, str(error))
+    if record.refuse_exif_rotation and info.orientation != 1:
+        return _unusable(record.image_path, (
+            f"JPEG has EXIF orientation {info.orientation}: its labels refer to the rotated picture but"
+            " TensorFlow decodes the stored pixels; rotate the pixels first (e.g. exiftran -ai)"))
     if record.declared_size is not None:
         try:
             check_declared_size(info, record.declared_size)
@@ -62,7 +66,8 @@ def build_example(record: ImageRecord, include_masks: bool = False) -> BuildResu
     width, height = info.width, info.height
     problems: list[Problem] = []
     kept = []
-    for index, obj in enumerate(record.objects):
+    for position, obj in enumerate(record.objects):
+        index = obj.index if obj.index >= 0 else position
         box, segmentation = obj.box, obj.segmentation
         if obj.normalized:
             box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)

@@ -63,7 +63,7 @@ def plan_coco(annotations_file: str, images_dir: str) -> Plan:
     plan.class_names = [categories[key] for key in sorted(categories)]
 
     by_image: dict[int, list[dict]] = {}
-    image_ids = set()
+    image_ids, refused_ids = set(), set()
     records = []
     for entry in data["images"]:
         try:
@@ -74,17 +74,20 @@ def plan_coco(annotations_file: str, images_dir: str) -> Plan:
             continue
         if not _inside(images_dir, file_name):
             plan.problems.append(Problem(annotations_file, f"image {image_id}: file_name {file_name!r} escapes the images folder"))
+            refused_ids.add(image_id)  # its annotations go with it, already reported
             continue
         image_ids.add(image_id)
         records.append((image_id, ImageRecord(
             image_path=os.path.join(images_dir, file_name),
             filename=file_name,
             source_id=str(image_id),
-            annotation_file=os.path.join(images_dir, file_name),
+            annotation_file=annotations_file,
             declared_size=declared,
         )))
     for annotation in data["annotations"]:
         image_id = annotation.get("image_id")
+        if image_id in refused_ids:
+            continue
         if image_id not in image_ids:
             plan.problems.append(Problem(
                 annotations_file,
@@ -95,7 +98,7 @@ def plan_coco(annotations_file: str, images_dir: str) -> Plan:
 
     for image_id, record in records:
         for index, annotation in enumerate(by_image.get(image_id, [])):
-            ref = f"annotation {annotation.get('id')}"
+            ref = f"image {record.filename}, annotation {annotation.get('id')}"
             category = categories.get(annotation.get("category_id"))
             if category is None:
                 plan.problems.append(Problem(
@@ -114,6 +117,7 @@ def plan_coco(annotations_file: str, images_dir: str) -> Plan:
                 area=float(area) if isinstance(area, (int, float)) else None,
                 segmentation=annotation.get("segmentation"),
                 ref=ref,
+                index=index,
             ))
         plan.images.append(record)
     return plan

@@ -9,6 +9,8 @@ with ``skip_invalid``, is left out and listed in the manifest.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import multiprocessing
@@ -78,11 +80,7 @@ class _Policy:
     def handle(self, problems: Iterable[Problem], skipped: list[dict]) -> None:
         for problem in problems:
             if not self.skip_invalid:
-                raise ConversionError(
-                    problem.file if problem.object_index is None
-                    else f"{problem.file} (object {problem.object_index})",
-                    problem.reason,
-                )
+                raise ConversionError(problem.file, problem.reason)  # the reason names the object
             skipped.append(problem.as_dict())
 
 
@@ -127,10 +125,12 @@ def _check_duplicates(images: list[ImageRecord]) -> tuple[list[ImageRecord], lis
 
 def _resolve_labels(record: ImageRecord, label_map: LabelMap) -> list[Problem]:
     problems, kept = [], []
-    for index, obj in enumerate(record.objects):
+    for position, obj in enumerate(record.objects):
         label = label_map.id_of(obj.class_name)
         if label is None:
-            problems.append(Problem(record.annotation_file, f"class {obj.class_name!r} is not in the label map", index))
+            where = f"{obj.ref}: " if obj.ref else ""
+            index = obj.index if obj.index >= 0 else position
+            problems.append(Problem(record.annotation_file, f"{where}class {obj.class_name!r} is not in the label map", index))
             continue
         obj.label = label
         kept.append(obj)
@@ -141,23 +141,33 @@ def _resolve_labels(record: ImageRecord, label_map: LabelMap) -> list[Problem]:
 def _build_in_order(
     records: list[ImageRecord], include_masks: bool, workers: int
 ) -> Iterator[BuildResult]:
-    """Yields one BuildResult per record, in record order, with bounded memory."""
+    """Yields one BuildResult per record, in record order, with bounded memory.
+
+    At most ``workers * _IN_FLIGHT_PER_WORKER`` images are read ahead, so
+    memory does not grow with the dataset. Closing the generator early (an
+    error in the caller, Ctrl-C) cancels what has not started and waits only
+    for the images being built.
+    """
     if workers == 1:
         for record in records:
             yield build_example(record, include_masks)
         return
     # spawn: workers start clean even when the caller has already imported
-    # TensorFlow (fork after TF's threads start can deadlock).
+    # TensorFlow (forking after TF started its threads can deadlock).
     context = multiprocessing.get_context("spawn")
     window = workers * _IN_FLIGHT_PER_WORKER
-    with context.Pool(workers) as pool:
-        pending: collections.deque = collections.deque()
-        for record in records:
-            pending.append(pool.apply_async(build_example, (record, include_masks)))
-            if len(pending) >= window:
-                yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
+    pending: collections.deque = collections.deque()
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
+        try:
+            for record in records:
+                pending.append(executor.submit(build_example, record, include_masks))
+                if len(pending) >= window:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _progress(total: int, enabled: bool, description: str):
@@ -221,8 +231,9 @@ def run_conversion(plan: Plan, options: ConvertOptions, source_format: str, sour
     for writer in writers:
         writer.__enter__()
     try:
-        with _progress(len(images), options.progress, f"{source_format} -> {options.split}") as bar:
-            for side, result in zip(assignment, _build_in_order(images, options.include_masks, workers)):
+        results = contextlib.closing(_build_in_order(images, options.include_masks, workers))
+        with results as built, _progress(len(images), options.progress, f"{source_format} -> {options.split}") as bar:
+            for side, result in zip(assignment, built):
                 policy.handle(result.problems, stats[side].skipped)
                 if result.example is not None:
                     writers[side].write(result.example)

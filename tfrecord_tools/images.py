@@ -71,6 +71,8 @@ def inspect_image(data: bytes) -> ImageInfo:
     if not data:
         raise InvalidImageError("image file is empty")
     image_format = sniff_format(data)
+    if image_format == "unknown":
+        raise InvalidImageError("not an image: the bytes are neither JPEG nor PNG (nor any format we recognise)")
     if image_format not in ("jpeg", "png"):
         raise InvalidImageError(
             f"unsupported image format ({image_format}); records store JPEG or PNG bytes unchanged,"

@@ -45,13 +45,13 @@ def parse_label_file(label_path: str, keep_dontcare: bool, classes: Optional[Seq
         columns = line.split()
         ref = f"line {index + 1}"
         if len(columns) != 15:
-            problems.append(Problem(label_path, f"{ref} has {len(columns)} columns, KITTI label_2 has 15", len(objects)))
+            problems.append(Problem(label_path, f"{ref} has {len(columns)} columns, KITTI label_2 has 15", index))
             continue
         name = columns[0]
         try:
             truncation, occluded, alpha, x1, y1, x2, y2, *dimensions = (float(value) for value in columns[1:])
         except ValueError:
-            problems.append(Problem(label_path, f"{ref} has a non-numeric column", len(objects)))
+            problems.append(Problem(label_path, f"{ref} has a non-numeric column", index))
             continue
         if name == DONT_CARE and not keep_dontcare:
             dropped[DONT_CARE] = dropped.get(DONT_CARE, 0) + 1
@@ -69,6 +69,7 @@ def parse_label_file(label_path: str, keep_dontcare: bool, classes: Optional[Seq
             truncated=int(truncation > 0.0),
             extras=extras,
             ref=ref,
+            index=index,
         ))
     return objects, problems
 
@@ -124,7 +125,7 @@ def plan_kitti(
     found = sorted({obj.class_name for record in plan.images for obj in record.objects})
     names = list(classes) if classes is not None else list(KITTI_CLASSES)
     names += [name for name in found if name not in names and name != DONT_CARE]
-    if keep_dontcare:
+    if keep_dontcare and DONT_CARE not in names:
         names.append(DONT_CARE)
     plan.class_names = names
     return plan

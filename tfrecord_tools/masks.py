@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,10 @@ def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
     else:
         raise InvalidMaskError("segmentation is neither polygons nor RLE")
     try:
-        mask = mask_utils.decode(rle)
+        with warnings.catch_warnings():
+            # pycocotools' NumPy 2 "copy keyword" DeprecationWarning: its concern, not the user's.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mask = mask_utils.decode(rle)
     except Exception as error:  # pycocotools raises bare Exceptions on bad RLE strings
         raise InvalidMaskError(f"RLE does not decode ({error})") from None
     return np.ascontiguousarray(mask.reshape(height, width), dtype=np.uint8)

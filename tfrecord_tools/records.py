@@ -34,6 +34,8 @@ class ObjectRecord:
             quoted in error messages.
         normalized: ``box`` and polygon coordinates are fractions of the
             image size (YOLO); the worker scales them by the real size.
+        index: the object's position in its annotation file (object element,
+            line or annotation), reported with problems; -1 when unknown.
     """
 
     box: tuple[float, float, float, float]
@@ -48,6 +50,7 @@ class ObjectRecord:
     extras: dict[str, float] = dataclasses.field(default_factory=dict)
     ref: str = ""
     normalized: bool = False
+    index: int = -1
 
 
 @dataclasses.dataclass
@@ -64,6 +67,9 @@ class ImageRecord:
         declared_size: ``(width, height)`` the annotation states, checked
             against the image; ``None`` when the format states none.
         image_extras: image-level float list features, schema key -> values.
+        refuse_exif_rotation: the labels were made on the EXIF-rotated
+            picture (Ultralytics applies the orientation when it loads), so
+            an image whose orientation is not 1 cannot be stored unchanged.
     """
 
     image_path: str
@@ -73,6 +79,7 @@ class ImageRecord:
     objects: list[ObjectRecord] = dataclasses.field(default_factory=list)
     declared_size: Optional[tuple[int, int]] = None
     image_extras: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    refuse_exif_rotation: bool = False
 
 
 @dataclasses.dataclass

@@ -68,6 +68,8 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
     dtd = tree.docinfo.internalDTD
     if dtd is not None and any(True for _ in dtd.iterentities()):
         return None, [Problem(xml_path, "XML declares entities (<!ENTITY>); they are not expanded, so the file is refused")]
+    if tree.docinfo.system_url or tree.docinfo.public_id:
+        return None, [Problem(xml_path, "XML refers to an external DTD; it is not loaded, so the file is refused")]
     root = tree.getroot()
     if root.tag != "annotation":
         return None, [Problem(xml_path, f"root element is <{root.tag}>, not <annotation>")]
@@ -132,6 +134,8 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
             difficult=difficult,
             truncated=truncated,
             pose=_text(element, "pose") or "",
+            ref=ref,
+            index=index,
         ))
     return record, problems
 

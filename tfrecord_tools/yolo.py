@@ -59,7 +59,7 @@ def parse_label_file(label_path: str, names: list[str]) -> tuple[list[ObjectReco
         if not tokens:
             continue
         ref = f"line {line_number}"
-        index = len(objects) + len(problems)
+        index = line_number - 1
         try:
             class_index = int(tokens[0])
             values = [float(token) for token in tokens[1:]]
@@ -82,7 +82,7 @@ def parse_label_file(label_path: str, names: list[str]) -> tuple[list[ObjectReco
                 label_path, f"{ref}: {len(values)} coordinates; expected 4 (box) or an even number >= 6 (polygon)", index))
             continue
         objects.append(ObjectRecord(
-            box=box, class_name=names[class_index], segmentation=segmentation, ref=ref, normalized=True))
+            box=box, class_name=names[class_index], segmentation=segmentation, ref=ref, normalized=True, index=index))
     return objects, problems
 
 
@@ -117,6 +117,7 @@ def plan_yolo(images_dir: str, labels_dir: str, names_file: str) -> Plan:
             filename=relative,
             source_id=stem,
             annotation_file=label_path,
+            refuse_exif_rotation=True,
         )
         if os.path.isfile(label_path):
             try:
