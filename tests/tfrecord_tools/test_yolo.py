@@ -343,3 +343,28 @@ def test_a_jpg_and_a_png_with_the_same_stem_are_duplicates(tmp_path):
     assert "twin.png" in entry["file"] + entry["reason"]
     records = read_split(tmp_path / "skip")
     assert sorted(values(e, schema.IMAGE_SOURCE_ID)[0] for e in records) == [b"good", b"twin"]
+
+
+def test_exif_oriented_jpeg_is_refused_because_yolo_labels_follow_the_rotation(tmp_path):
+    """Ultralytics loads JPEGs with their EXIF orientation applied, so labels
+    refer to the rotated picture; stored unchanged, TF would decode the
+    unrotated pixels and every box would be misplaced."""
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise when shown
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (90, 120, 200)).save(buffer, format="JPEG", exif=exif)
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    (images / "rotated.jpg").write_bytes(buffer.getvalue())
+    (images / "plain.jpg").write_bytes(image_bytes(40, 30))
+    for stem in ("rotated", "plain"):
+        (labels / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    names = tmp_path / "names.txt"
+    names.write_text("thing\n")
+    source = dict(images_dir=str(images), labels_dir=str(labels), names=str(names), workers=1, progress=False)
+    with pytest.raises(tfrecord_tools.ConversionError) as caught:
+        tfrecord_tools.convert_yolo(str(tmp_path / "strict"), **source)
+    assert caught.value.file == str(images / "rotated.jpg") and "EXIF orientation 6" in caught.value.reason
+    manifest = tfrecord_tools.convert_yolo(str(tmp_path / "skip"), skip_invalid=True, **source)["train"]
+    assert manifest["images"] == 1 and [entry["file"] for entry in manifest["skipped"]] == [str(images / "rotated.jpg")]

@@ -1,0 +1,31 @@
+"""``tfdet``: the model zoo's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfdet", description="TensorFlow 2 / Keras 3 object detection.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the flow on the bundled raccoon images (no download)")
+    demo.add_argument("--out", default="demo_output", help="output folder (default: ./demo_output)")
+    demo.add_argument("--workers", type=int, default=None, help="converter worker processes (default: all cores)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from tfdet.demo import run_demo
+
+        run_demo(args.out, workers=args.workers, progress=not args.quiet)
+        print(f"\ndone: records, label map and manifests in {args.out}/records, pictures in {args.out}/inspect")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
