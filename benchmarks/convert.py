@@ -63,7 +63,8 @@ import PIL
 from lxml import etree
 from PIL import Image
 
-# Before any TensorFlow import, here and in spawned children: keep its INFO logs out of the report.
+# Before any TensorFlow import, here and in spawned children: keep TensorFlow's C++ INFO and
+# WARNING logs out of the report (a few lines printed before its logging starts still appear).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -534,13 +535,13 @@ def run(args: argparse.Namespace, work_dir: str) -> int:
     dataset = build_dataset(args.datasets, dataset_dir, args.images)
     quarter = build_dataset(args.datasets, quarter_dir, args.images // 4)
     warm_page_cache(dataset)
-    label_map = dict((name, item_id) for item_id, name in label_map_io.load(
-        os.path.join(args.datasets, SOURCE_DATASET, "training", "object-detection.pbtxt")).items)
+    label_map_path = os.path.join(args.datasets, SOURCE_DATASET, "training", "object-detection.pbtxt")
+    label_map = {name: item_id for item_id, name in label_map_io.load(label_map_path).items}
 
     import tensorflow as tf  # outside every timed region
 
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, TensorFlow {tf.__version__},"
-          f" Pillow {PIL.__version__}")
+    print(f"machine: {os.cpu_count()} cores (load average {os.getloadavg()[0]:.2f}), Python {platform.python_version()},"
+          f" TensorFlow {tf.__version__}, Pillow {PIL.__version__}")
     print(f"dataset: {dataset.images} real JPEGs ({dataset.megabytes:.1f} MB, {dataset.objects} boxes) replicated"
           f" from {SOURCE_DATASET} into {dataset_dir}")
     print(f"setup:   {args.shards} shards both sides; ours with {args.workers} workers;"

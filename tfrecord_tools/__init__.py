@@ -3,7 +3,7 @@
 Every ``convert_*`` function takes the format's own arguments plus the
 shared options of :class:`~tfrecord_tools.convert.ConvertOptions`
 (``split``, ``num_shards``, ``workers``, ``label_map``, ``skip_invalid``,
-``include_masks``, ``val_fraction``, ``seed``, ``progress``) and returns the
+``include_masks``, ``val_fraction``, ``seed``, ``image_check``, ``progress``) and returns the
 manifests written, split name -> manifest. Bad input raises
 :class:`ConversionError` unless ``skip_invalid`` is set.
 
@@ -39,7 +39,9 @@ def convert_voc(
     """Pascal VOC XML (VOCdevkit layout or loose folders) into TFRecords."""
     from tfrecord_tools.voc import plan_voc
 
-    plan = plan_voc(voc_root, split_set, annotations_dir, images_dir, image_set, ignore_difficult)
+    def plan():
+        return plan_voc(voc_root, split_set, annotations_dir, images_dir, image_set, ignore_difficult)
+
     return run_conversion(plan, ConvertOptions(output_dir, **options), "voc", voc_root or annotations_dir)
 
 
@@ -47,7 +49,10 @@ def convert_coco(output_dir: str, *, annotations: str, images_dir: str, **option
     """COCO instances JSON (boxes; masks with ``include_masks=True``) into TFRecords."""
     from tfrecord_tools.coco import plan_coco
 
-    return run_conversion(plan_coco(annotations, images_dir), ConvertOptions(output_dir, **options), "coco", annotations)
+    def plan():
+        return plan_coco(annotations, images_dir)
+
+    return run_conversion(plan, ConvertOptions(output_dir, **options), "coco", annotations)
 
 
 def convert_kitti(
@@ -61,7 +66,9 @@ def convert_kitti(
     """KITTI ``image_2`` + ``label_2`` (+ ``calib``) into TFRecords."""
     from tfrecord_tools.kitti import plan_kitti
 
-    plan = plan_kitti(kitti_root, keep_dontcare, classes)
+    def plan():
+        return plan_kitti(kitti_root, keep_dontcare, classes)
+
     return run_conversion(plan, ConvertOptions(output_dir, **options), "kitti", kitti_root)
 
 
@@ -69,4 +76,7 @@ def convert_yolo(output_dir: str, *, images_dir: str, labels_dir: str, names: st
     """YOLO txt labels (boxes, or polygons as masks) into TFRecords."""
     from tfrecord_tools.yolo import plan_yolo
 
-    return run_conversion(plan_yolo(images_dir, labels_dir, names), ConvertOptions(output_dir, **options), "yolo", labels_dir)
+    def plan():
+        return plan_yolo(images_dir, labels_dir, names)
+
+    return run_conversion(plan, ConvertOptions(output_dir, **options), "yolo", labels_dir)

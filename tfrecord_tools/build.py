@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from typing import Optional
 
 from tfrecord_tools import schema
@@ -35,7 +36,12 @@ class BuildResult:
     class_names: list[str]
 
 
-def build_example(record: ImageRecord, include_masks: bool = False) -> BuildResult:
+def warm_up() -> int:
+    """A no-op task: submitting one per worker makes the pool start them now."""
+    return os.getpid()
+
+
+def build_example(record: ImageRecord, include_masks: bool = False, image_check: str = "decode") -> BuildResult:
     """Reads, checks and encodes one image and its objects.
 
     Objects with an invalid box (or, with ``include_masks``, an unusable
@@ -50,7 +56,7 @@ def build_example(record: ImageRecord, include_masks: bool = False) -> BuildResu
     except OSError as error:
         return _unusable(record.image_path, f"cannot read image ({error.strerror or error})")
     try:
-        info = inspect_image(data)
+        info = inspect_image(data, image_check)
     except InvalidImageError as error:
         return _unusable(record.image_path, str(error))
     if record.refuse_exif_rotation and info.orientation != 1:

@@ -23,6 +23,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", type=float, default=0.0,
                        help="share of images (chosen by a hash of the file name) written to SPLIT_val")
     group.add_argument("--seed", type=int, default=0, help="salt of the validation hash (default: 0)")
+    group.add_argument("--image-check", choices=("decode", "structure"), default="decode",
+                       help="decode: decode every image, catching damage TensorFlow would stop on at train time"
+                            " (default); structure: headers, JPEG end marker and PNG CRCs only, faster")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -79,7 +82,8 @@ def _convert(args) -> int:
 
     options = dict(
         split=args.split, num_shards=args.num_shards, workers=args.workers, label_map=args.label_map,
-        skip_invalid=args.skip_invalid, val_fraction=args.val_fraction, seed=args.seed, progress=not args.quiet,
+        skip_invalid=args.skip_invalid, val_fraction=args.val_fraction, seed=args.seed,
+        image_check=args.image_check, progress=not args.quiet,
     )
     if args.format == "voc":
         if not args.voc_root and not (args.annotations_dir and args.images_dir):

@@ -15,11 +15,12 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
-from typing import Iterable, Iterator, Optional, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 from tfrecord_tools import schema
-from tfrecord_tools.build import BuildResult, build_example
+from tfrecord_tools.build import BuildResult, build_example, warm_up
 from tfrecord_tools.errors import ConversionError
+from tfrecord_tools.images import IMAGE_CHECKS
 from tfrecord_tools.label_map import LabelMap, LabelMapError, load as load_label_map
 from tfrecord_tools.records import ImageRecord, Plan, Problem
 from tfrecord_tools.writer import ShardedWriter, write_json_atomic
@@ -46,6 +47,9 @@ class ConvertOptions:
         val_fraction: share of images, chosen by a hash of the file name, that
             go to ``<split>_val`` instead.
         seed: salts that hash, to draw another deterministic split.
+        image_check: ``"decode"`` (decode every image: catches damage
+            TensorFlow would stop on at train time) or ``"structure"``
+            (headers, JPEG end marker, PNG CRCs: catches truncation, faster).
         progress: show a progress bar.
     """
 
@@ -58,6 +62,7 @@ class ConvertOptions:
     include_masks: bool = False
     val_fraction: float = 0.0
     seed: int = 0
+    image_check: str = "decode"
     progress: bool = True
 
     def __post_init__(self):
@@ -69,6 +74,8 @@ class ConvertOptions:
             raise ValueError("workers must be at least 1")
         if not self.split or os.sep in self.split:
             raise ValueError(f"split must be a plain name, got {self.split!r}")
+        if self.image_check not in IMAGE_CHECKS:
+            raise ValueError(f"image_check must be one of {IMAGE_CHECKS}, got {self.image_check!r}")
 
 
 class _Policy:
@@ -138,36 +145,52 @@ def _resolve_labels(record: ImageRecord, label_map: LabelMap) -> list[Problem]:
     return problems
 
 
+@contextlib.contextmanager
+def _worker_pool(workers: int) -> Iterator[Optional[concurrent.futures.Executor]]:
+    """Worker processes, started at once so they spawn while the plan is made.
+
+    Yields ``None`` for one worker: everything then runs in this process.
+    Spawned, not forked: workers start clean even when the caller has
+    already imported TensorFlow (forking after TF started its threads can
+    deadlock). On exit, work not yet started is cancelled.
+    """
+    if workers == 1:
+        yield None
+        return
+    context = multiprocessing.get_context("spawn")
+    executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        for _ in range(workers):
+            executor.submit(warm_up)
+        yield executor
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
 def _build_in_order(
-    records: list[ImageRecord], include_masks: bool, workers: int
+    executor: Optional[concurrent.futures.Executor], records: list[ImageRecord], window: int, **build_options
 ) -> Iterator[BuildResult]:
     """Yields one BuildResult per record, in record order, with bounded memory.
 
-    At most ``workers * _IN_FLIGHT_PER_WORKER`` images are read ahead, so
-    memory does not grow with the dataset. Closing the generator early (an
-    error in the caller, Ctrl-C) cancels what has not started and waits only
-    for the images being built.
+    At most ``window`` images are read ahead, so memory does not grow with the
+    dataset. Closing the generator early (an error in the caller, Ctrl-C)
+    cancels what has not started.
     """
-    if workers == 1:
+    if executor is None:
         for record in records:
-            yield build_example(record, include_masks)
+            yield build_example(record, **build_options)
         return
-    # spawn: workers start clean even when the caller has already imported
-    # TensorFlow (forking after TF started its threads can deadlock).
-    context = multiprocessing.get_context("spawn")
-    window = workers * _IN_FLIGHT_PER_WORKER
     pending: collections.deque = collections.deque()
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as executor:
-        try:
-            for record in records:
-                pending.append(executor.submit(build_example, record, include_masks))
-                if len(pending) >= window:
-                    yield pending.popleft().result()
-            while pending:
+    try:
+        for record in records:
+            pending.append(executor.submit(build_example, record, **build_options))
+            if len(pending) >= window:
                 yield pending.popleft().result()
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 def _progress(total: int, enabled: bool, description: str):
@@ -193,11 +216,15 @@ class _SplitStats:
             self.classes[class_name] = self.classes.get(class_name, 0) + 1
 
 
-def run_conversion(plan: Plan, options: ConvertOptions, source_format: str, source: str) -> dict:
+def run_conversion(
+    plan: Union[Plan, Callable[[], Plan]], options: ConvertOptions, source_format: str, source: str
+) -> dict:
     """Converts a plan into shards, a label map and manifests.
 
     Args:
-        plan: the images and planning problems from a format module.
+        plan: the images and planning problems from a format module, or a
+            function making them (called once the workers are starting, so
+            their start-up overlaps the annotation parsing).
         options: the shared options.
         source_format: ``voc``, ``coco``, ``kitti`` or ``yolo``, for the manifest.
         source: what was converted (a folder or file), for the manifest.
@@ -209,9 +236,15 @@ def run_conversion(plan: Plan, options: ConvertOptions, source_format: str, sour
         ConversionError: bad input and ``skip_invalid`` is off; nothing is
             left under a final shard name.
     """
+    workers = options.workers or os.cpu_count() or 1
+    with _worker_pool(workers) as executor:
+        plan = plan() if callable(plan) else plan
+        return _convert(plan, options, source_format, source, executor, workers)
+
+
+def _convert(plan: Plan, options: ConvertOptions, source_format: str, source: str, executor, workers: int) -> dict:
     policy = _Policy(options.skip_invalid)
     label_map = _resolve_label_map(options.label_map, plan)
-    workers = options.workers or os.cpu_count() or 1
 
     planning_skipped: list[dict] = []
     policy.handle(plan.problems, planning_skipped)
@@ -231,7 +264,9 @@ def run_conversion(plan: Plan, options: ConvertOptions, source_format: str, sour
     for writer in writers:
         writer.__enter__()
     try:
-        results = contextlib.closing(_build_in_order(images, options.include_masks, workers))
+        results = contextlib.closing(_build_in_order(
+            executor, images, workers * _IN_FLIGHT_PER_WORKER,
+            include_masks=options.include_masks, image_check=options.image_check))
         with results as built, _progress(len(images), options.progress, f"{source_format} -> {options.split}") as bar:
             for side, result in zip(assignment, built):
                 policy.handle(result.problems, stats[side].skipped)

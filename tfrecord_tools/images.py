@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
+import zlib
 
 from PIL import Image
 
@@ -51,16 +52,75 @@ def sniff_format(data: bytes) -> str:
     return "unknown"
 
 
-def inspect_image(data: bytes) -> ImageInfo:
+IMAGE_CHECKS = ("decode", "structure")
+
+
+def _check_jpeg_structure(data: bytes) -> None:
+    """A JPEG's segments must lead to scan data that ends in an end-of-image marker.
+
+    The segments before the first start-of-scan are walked by their lengths
+    (an EXIF thumbnail in APP1 is a whole JPEG, markers and all, and must be
+    stepped over). Inside entropy-coded data a 0xFF byte is always followed
+    by 0x00 or a restart marker, so ``FF D9`` after the start of scan can
+    only be the real end of the image: a truncated file has none.
+    """
+    position = 2  # after SOI
+    while True:
+        if position + 4 > len(data):
+            raise InvalidImageError("truncated JPEG: the file ends inside its headers")
+        if data[position] != 0xFF:
+            raise InvalidImageError(f"corrupt JPEG: no segment marker at byte {position}")
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xDA:
+            break
+        if marker == 0xD9:
+            raise InvalidImageError("corrupt JPEG: end-of-image marker before any scan data")
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            position += 2
+            continue
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+    if data.rfind(b"\xff\xd9") < position:
+        raise InvalidImageError("truncated JPEG: no end-of-image marker after the scan data")
+
+
+def _check_png_structure(data: bytes) -> None:
+    """Every PNG chunk must be complete with a matching CRC, ending in IEND."""
+    position = 8
+    while position + 12 <= len(data):
+        length = int.from_bytes(data[position:position + 4], "big")
+        end = position + 12 + length
+        if end > len(data):
+            break
+        chunk_type = data[position + 4:position + 8]
+        if zlib.crc32(data[position + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            raise InvalidImageError(f"corrupt PNG: bad CRC in the {chunk_type.decode('latin-1')} chunk")
+        if chunk_type == b"IEND":
+            return
+        position = end
+    raise InvalidImageError("truncated PNG: no IEND chunk")
+
+
+def inspect_image(data: bytes, check: str = "decode") -> ImageInfo:
     """Checks that ``data`` is a complete JPEG or PNG that TensorFlow decodes.
 
-    The whole compressed stream is decoded, so truncated and corrupt files are
-    caught here rather than at train time. JPEGs decode in draft mode (DCT
-    scaling): every coefficient is still entropy-decoded, which is what finds
-    truncation, at a fraction of the cost of full-size pixels.
+    ``check="decode"`` decodes the whole compressed stream, so truncated and
+    corrupt files are caught here rather than at train time. JPEGs decode in
+    draft mode (DCT scaling): every coefficient is still entropy-decoded,
+    which is what finds damage, at a fraction of the cost of full-size pixels.
+    Measured on randomly garbled raccoon JPEGs, this catches 19 of the 30
+    that ``tf.io.decode_jpeg`` rejects 21 of.
+
+    Both checks read the headers and the container: a JPEG must end its scan
+    data with an end-of-image marker, every PNG chunk must match its CRC.
+    ``check="structure"`` stops there: it finds truncation and damaged PNGs
+    at a small fraction of the cost, but not damage inside JPEG scan data.
 
     Args:
         data: the image file's bytes.
+        check: ``"decode"`` or ``"structure"``.
 
     Returns:
         The format, the stored size and the EXIF orientation.
@@ -87,8 +147,18 @@ def inspect_image(data: bytes) -> ImageInfo:
             orientation = 1
             if image_format == "jpeg":
                 orientation = int(image.getexif().get(_EXIF_ORIENTATION_TAG, 1) or 1)
-                image.draft(mode, (max(1, width // 8), max(1, height // 8)))
-            image.load()
+            # The container check always runs: it is cheap, and Pillow decodes a
+            # PNG that lacks its final checksum and IEND without complaint.
+            if image_format == "jpeg":
+                _check_jpeg_structure(data)
+            else:
+                _check_png_structure(data)
+            if check == "decode":
+                if image_format == "jpeg":
+                    image.draft(mode, (max(1, width // 8), max(1, height // 8)))
+                image.load()
+    except InvalidImageError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as error:
         raise InvalidImageError(f"corrupt or truncated {image_format.upper()} ({error})") from None

@@ -15,6 +15,7 @@ always give the same bytes.
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Iterable, Union
 
@@ -26,7 +27,12 @@ _FIELD_KIND = {number: kind for kind, number in _KIND_FIELD.items()}
 _LENGTH_DELIMITED = 2
 
 
+_SMALL_VARINTS = [bytes((value,)) for value in range(128)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _SMALL_VARINTS[value]
     if value < 0:  # int64 negatives are ten-byte two's complement varints
         value += 1 << 64
     out = bytearray()
@@ -44,22 +50,41 @@ def _delimited(field: int, payload: bytes) -> bytes:
     return _varint(field << 3 | _LENGTH_DELIMITED) + _varint(len(payload)) + payload
 
 
-def _encode_feature(kind: str, values: Iterable) -> bytes:
+_FIELD_1 = _varint(1 << 3 | _LENGTH_DELIMITED)
+_FIELD_2 = _varint(2 << 3 | _LENGTH_DELIMITED)
+_KIND_TAG = {kind: _varint(number << 3 | _LENGTH_DELIMITED) for kind, number in _KIND_FIELD.items()}
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_key(key: str) -> bytes:
+    """The map entry's key field followed by the tag of its value field."""
+    return _delimited(1, key.encode("utf-8")) + _FIELD_2
+
+
+def _list_parts(kind: str, values: Iterable) -> tuple[list[bytes], int]:
+    """The body of a BytesList/FloatList/Int64List as parts, and its length."""
     if kind == BYTES:
-        inner = b"".join(_delimited(1, value) for value in values)
+        parts = []
+        for value in values:
+            parts.append(_FIELD_1 + _varint(len(value)))
+            parts.append(value)
     elif kind == FLOAT:
         values = list(values)
-        inner = _delimited(1, struct.pack(f"<{len(values)}f", *values)) if values else b""
+        packed = struct.pack(f"<{len(values)}f", *values)
+        parts = [_FIELD_1 + _varint(len(packed)), packed] if values else []
     elif kind == INT64:
-        packed = b"".join(_varint(int(value)) for value in values)
-        inner = _delimited(1, packed) if packed else b""
+        packed = b"".join([_varint(int(value)) for value in values])
+        parts = [_FIELD_1 + _varint(len(packed)), packed] if packed else []
     else:
         raise ValueError(f"unknown feature kind {kind!r}")
-    return _delimited(_KIND_FIELD[kind], inner)
+    return parts, sum(map(len, parts))
 
 
 def encode_example(features: dict[str, tuple[str, Iterable]]) -> bytes:
     """Serialises a tf.train.Example.
+
+    The message is gathered as a list of parts and joined once, so the image
+    bytes are copied a single time however deep they sit in the message.
 
     Args:
         features: key -> ``(kind, values)`` with kind ``"bytes"``, ``"float"``
@@ -68,11 +93,20 @@ def encode_example(features: dict[str, tuple[str, Iterable]]) -> bytes:
     Returns:
         The serialised Example, deterministic for equal inputs.
     """
-    entries = b"".join(
-        _delimited(1, _delimited(1, key.encode("utf-8")) + _delimited(2, _encode_feature(kind, values)))
-        for key, (kind, values) in sorted(features.items())
-    )
-    return _delimited(1, entries)
+    body: list[bytes] = []
+    total = 0
+    for key in sorted(features):
+        kind, values = features[key]
+        parts, list_length = _list_parts(kind, values)
+        feature_head = _KIND_TAG[kind] + _varint(list_length)
+        feature_length = len(feature_head) + list_length
+        entry_tail = _entry_key(key) + _varint(feature_length) + feature_head
+        entry_length = len(entry_tail) - len(feature_head) + feature_length
+        head = _FIELD_1 + _varint(entry_length) + entry_tail
+        body.append(head)
+        body.extend(parts)
+        total += len(head) + list_length
+    return b"".join([_FIELD_1, _varint(total), *body])
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -19,14 +19,23 @@ from tfrecord_tools.records import ImageRecord, ObjectRecord, Plan, Problem
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
-    )
+# One parser per process (lxml parsers are reusable, not shareable across threads).
+_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False, huge_tree=False
+)
 
 
-def _text(element, tag: str) -> Optional[str]:
-    child = element.find(tag)
+def _children(element) -> dict:
+    """Child tag -> element, first occurrence wins (one pass; ``find`` per tag is slower)."""
+    children = {}
+    for child in element:
+        if isinstance(child.tag, str):
+            children.setdefault(child.tag, child)
+    return children
+
+
+def _text(children: dict, tag: str) -> Optional[str]:
+    child = children.get(tag)
     if child is None or child.text is None:
         return None
     text = child.text.strip()
@@ -42,8 +51,8 @@ def _read_image_set(path: str) -> list[str]:
         raise ConversionError(path, f"cannot read image set ({error.strerror})") from None
 
 
-def _flag(element, tag: str, ref: str) -> int:
-    value = _text(element, tag)
+def _flag(children: dict, tag: str, ref: str) -> int:
+    value = _text(children, tag)
     if value is None:
         return 0
     try:
@@ -59,7 +68,7 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
         The record (``None`` when the file is unusable) and its problems.
     """
     try:
-        tree = etree.parse(xml_path, _parser())
+        tree = etree.parse(xml_path, _PARSER)
     except OSError as error:
         reason = "annotation file not found" if not os.path.exists(xml_path) else f"cannot read ({error})"
         return None, [Problem(xml_path, reason)]
@@ -74,7 +83,8 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
     if root.tag != "annotation":
         return None, [Problem(xml_path, f"root element is <{root.tag}>, not <annotation>")]
 
-    filename = _text(root, "filename")
+    fields = _children(root)
+    filename = _text(fields, "filename")
     stem = os.path.splitext(os.path.basename(xml_path))[0]
     candidates = ([filename] if filename else []) + [stem + extension for extension in _IMAGE_EXTENSIONS]
     image_name = next(
@@ -85,8 +95,9 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
         return None, [Problem(xml_path, f"<filename> {image_name!r} is not a plain file name")]
 
     declared_size = None
-    size = root.find("size")
+    size = fields.get("size")
     if size is not None:
+        size = _children(size)
         try:
             width, height = int(float(_text(size, "width") or 0)), int(float(_text(size, "height") or 0))
         except ValueError:
@@ -102,15 +113,17 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
         declared_size=declared_size,
     )
     problems = []
-    for index, element in enumerate(root.iter("object")):
+    for index, element in enumerate(root.iterchildren("object")):
         ref = f"object {index}"
+        element = _children(element)
         try:
             name = _text(element, "name")
             if name is None:
                 raise ValueError(f"{ref} has no <name>")
-            box_element = element.find("bndbox")
+            box_element = element.get("bndbox")
             if box_element is None:
                 raise ValueError(f"{ref} ({name}) has no <bndbox>")
+            box_element = _children(box_element)
             coordinates = []
             for tag in ("xmin", "ymin", "xmax", "ymax"):
                 value = _text(box_element, tag)

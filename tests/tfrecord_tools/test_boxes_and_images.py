@@ -53,7 +53,7 @@ def test_jpeg_and_png_report_their_stored_size():
     (b"", "empty"),
     (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "corrupt or truncated JPEG"),
     (image_bytes(64, 48, "JPEG")[:300], "corrupt or truncated JPEG"),
-    (image_bytes(64, 48, "PNG")[:200], "corrupt or truncated PNG"),
+    (image_bytes(64, 48, "PNG")[:200], "truncated PNG"),
     (image_bytes(fmt="BMP"), "unsupported image format \\(bmp\\)"),
     (b"not an image at all", "not an image"),
     (image_bytes(fmt="JPEG", mode="CMYK"), "CMYK"),
@@ -81,3 +81,43 @@ def test_exif_rotated_photo_annotated_rotated_is_explained():
     with pytest.raises(InvalidImageError, match="annotation says the image is 81x60") as error:
         check_declared_size(info, (81, 60))
     assert "EXIF" not in str(error.value)
+
+
+def _jpeg_with_thumbnail() -> bytes:
+    """A JPEG whose EXIF carries a thumbnail: a complete JPEG (with its own FF D9) before the scan."""
+    image = Image.frombytes("RGB", (64, 48), bytes(range(256)) * 36)
+    exif = Image.Exif()
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes())
+    data = buffer.getvalue()
+    thumbnail = image_bytes(16, 12)
+    # APP1 segment holding a whole JPEG, inserted right after SOI.
+    app1 = b"\xff\xe1" + (len(thumbnail) + 2).to_bytes(2, "big") + thumbnail
+    return data[:2] + app1 + data[2:]
+
+
+@pytest.mark.parametrize("check", ["decode", "structure"])
+def test_both_checks_accept_sound_images(check):
+    assert inspect_image(image_bytes(64, 48, "JPEG"), check).format == "jpeg"
+    assert inspect_image(image_bytes(64, 48, "PNG"), check).format == "png"
+    assert inspect_image(image_bytes(64, 48, "JPEG") + b"camera trailer", check).width == 64
+    assert inspect_image(_jpeg_with_thumbnail(), check).width == 64
+
+
+@pytest.mark.parametrize("check", ["decode", "structure"])
+def test_both_checks_find_truncation(check):
+    jpeg, png = image_bytes(64, 48, "JPEG"), image_bytes(64, 48, "PNG")
+    for data in (jpeg[: len(jpeg) - 40], png[: len(png) - 20]):
+        with pytest.raises(InvalidImageError, match="truncated"):
+            inspect_image(data, check)
+    # The thumbnail's own end marker sits before the scan: truncation is still found.
+    thumbnailed = _jpeg_with_thumbnail()
+    with pytest.raises(InvalidImageError, match="truncated"):
+        inspect_image(thumbnailed[: len(thumbnailed) - 40], check)
+
+
+def test_structure_check_finds_a_damaged_png_chunk():
+    data = bytearray(image_bytes(64, 48, "PNG"))
+    data[60] ^= 0xFF  # inside IDAT
+    with pytest.raises(InvalidImageError, match="bad CRC in the IDAT chunk"):
+        inspect_image(bytes(data), "structure")

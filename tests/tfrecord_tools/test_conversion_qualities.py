@@ -66,7 +66,7 @@ def test_a_failed_run_leaves_no_shard_and_no_temporary_file(tmp_path, workers):
     with pytest.raises(tfrecord_tools.ConversionError) as error:
         tfrecord_tools.convert_voc(str(out), **source, num_shards=3, workers=workers, progress=False)
     assert error.value.file.endswith("img025.jpg")
-    assert "corrupt or truncated" in error.value.reason
+    assert "truncated JPEG" in error.value.reason
     assert _files(out) == []
 
 
