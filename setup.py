@@ -25,6 +25,7 @@ setup(
         "lxml",
         "tqdm",
         "pyyaml",
+        "matplotlib",
         # Pillow finds truncated JPEGs with a reason (and decodes them 2.4x
         # faster in draft mode); google-crc32c frames TFRecords in C, so the
         # converter never imports TensorFlow (which pulls Keras in).
@@ -32,7 +33,7 @@ setup(
         "google-crc32c",
     ],
     extras_require={
-        "test": ["pytest"],
+        "test": ["pytest", "jax"],
     },
     entry_points={
         "console_scripts": [

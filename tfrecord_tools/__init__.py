@@ -39,8 +39,8 @@ def convert_voc(
     """Pascal VOC XML (VOCdevkit layout or loose folders) into TFRecords."""
     from tfrecord_tools.voc import plan_voc
 
-    def plan():
-        return plan_voc(voc_root, split_set, annotations_dir, images_dir, image_set, ignore_difficult)
+    def plan(map_function):
+        return plan_voc(voc_root, split_set, annotations_dir, images_dir, image_set, ignore_difficult, map_function)
 
     return run_conversion(plan, ConvertOptions(output_dir, **options), "voc", voc_root or annotations_dir)
 
@@ -49,7 +49,7 @@ def convert_coco(output_dir: str, *, annotations: str, images_dir: str, **option
     """COCO instances JSON (boxes; masks with ``include_masks=True``) into TFRecords."""
     from tfrecord_tools.coco import plan_coco
 
-    def plan():
+    def plan(map_function):  # one JSON file: nothing to parse in parallel
         return plan_coco(annotations, images_dir)
 
     return run_conversion(plan, ConvertOptions(output_dir, **options), "coco", annotations)
@@ -66,7 +66,7 @@ def convert_kitti(
     """KITTI ``image_2`` + ``label_2`` (+ ``calib``) into TFRecords."""
     from tfrecord_tools.kitti import plan_kitti
 
-    def plan():
+    def plan(map_function):  # a few short text lines per image: parsing is cheap
         return plan_kitti(kitti_root, keep_dontcare, classes)
 
     return run_conversion(plan, ConvertOptions(output_dir, **options), "kitti", kitti_root)
@@ -76,7 +76,7 @@ def convert_yolo(output_dir: str, *, images_dir: str, labels_dir: str, names: st
     """YOLO txt labels (boxes, or polygons as masks) into TFRecords."""
     from tfrecord_tools.yolo import plan_yolo
 
-    def plan():
+    def plan(map_function):  # a few short text lines per image: parsing is cheap
         return plan_yolo(images_dir, labels_dir, names)
 
     return run_conversion(plan, ConvertOptions(output_dir, **options), "yolo", labels_dir)

@@ -18,6 +18,7 @@ from tfrecord_tools.images import InvalidImageError, check_declared_size, inspec
 from tfrecord_tools.masks import InvalidMaskError, encode_png, rasterize
 from tfrecord_tools.records import ImageRecord, Problem
 from tfrecord_tools.tf_example import BYTES, FLOAT, INT64, encode_example
+from tfrecord_tools.tfrecord_io import frame_record
 
 
 @dataclasses.dataclass
@@ -25,15 +26,19 @@ class BuildResult:
     """What a worker sends back for one image.
 
     Attributes:
-        example: the serialised tf.Example, ``None`` when the image is unusable.
-        problems: the image's problem (when ``example`` is None) or the
+        example: the serialised tf.Example framed as a TFRecord record (so
+            the checksums are computed in the worker); ``None`` when the
+            image is unusable, or when the record went to a spill file.
+        problems: the image's problem (when the image is unusable) or the
             objects left out of the example.
         class_names: the class of every object in the example, for counts.
+        size: the framed record's length in bytes; 0 when unusable.
     """
 
     example: Optional[bytes]
     problems: list[Problem]
     class_names: list[str]
+    size: int = 0
 
 
 def warm_up() -> int:
@@ -123,7 +128,29 @@ def build_example(record: ImageRecord, include_masks: bool = False, image_check:
         features[key] = (FLOAT, [obj.extras.get(key, 0.0) for obj, _, _ in kept])
     for key, values in record.image_extras.items():
         features[key] = (FLOAT, list(values))
-    return BuildResult(encode_example(features), problems, [obj.class_name for obj, _, _ in kept])
+    framed = frame_record(encode_example(features))
+    return BuildResult(framed, problems, [obj.class_name for obj, _, _ in kept], len(framed))
+
+
+def build_chunk(
+    records: list[ImageRecord], spill_path: str, include_masks: bool = False, image_check: str = "decode"
+) -> list[BuildResult]:
+    """Builds a chunk of records into a spill file; returns their results without the bytes.
+
+    The framed records are written back to back into ``spill_path``; the
+    main process moves them into the shards with an in-kernel copy. Image
+    bytes never travel through a pipe or the main process's memory, and one
+    task per chunk keeps the pool's per-task overhead off each image.
+    """
+    results = []
+    with open(spill_path, "wb") as spill:
+        for record in records:
+            result = build_example(record, include_masks, image_check)
+            if result.example is not None:
+                spill.write(result.example)
+                result.example = None
+            results.append(result)
+    return results
 
 
 def _scale_polygon(polygon: list[float], width: int, height: int) -> list[float]:

@@ -15,19 +15,23 @@ import dataclasses
 import hashlib
 import multiprocessing
 import os
+import shutil
+import tempfile
 from typing import Callable, Iterable, Iterator, Optional, Union
 
 from tfrecord_tools import schema
-from tfrecord_tools.build import BuildResult, build_example, warm_up
+from tfrecord_tools.build import BuildResult, build_chunk, build_example, warm_up
 from tfrecord_tools.errors import ConversionError
 from tfrecord_tools.images import IMAGE_CHECKS
 from tfrecord_tools.label_map import LabelMap, LabelMapError, load as load_label_map
 from tfrecord_tools.records import ImageRecord, Plan, Problem
 from tfrecord_tools.writer import ShardedWriter, write_json_atomic
 
-# Images in flight per worker: enough to keep every worker busy while the
-# main process writes, few enough that memory does not grow with the dataset.
-_IN_FLIGHT_PER_WORKER = 8
+# Images per task, and tasks in flight per worker: enough to keep every
+# worker busy while the main process writes, few enough that memory does not
+# grow with the dataset (at most workers * 4 * 16 images are held).
+_CHUNK_SIZE = 16
+_CHUNKS_IN_FLIGHT_PER_WORKER = 4
 
 VAL_SUFFIX = "_val"
 
@@ -146,51 +150,75 @@ def _resolve_labels(record: ImageRecord, label_map: LabelMap) -> list[Problem]:
 
 
 @contextlib.contextmanager
-def _worker_pool(workers: int) -> Iterator[Optional[concurrent.futures.Executor]]:
+def _worker_pool(workers: int, spill_dir: str) -> Iterator[Optional[concurrent.futures.Executor]]:
     """Worker processes, started at once so they spawn while the plan is made.
 
     Yields ``None`` for one worker: everything then runs in this process.
     Spawned, not forked: workers start clean even when the caller has
     already imported TensorFlow (forking after TF started its threads can
-    deadlock). On exit, work not yet started is cancelled.
+    deadlock). On exit, work not yet started is cancelled, running work is
+    waited for, and then the spill folder is removed with whatever it holds.
     """
-    if workers == 1:
-        yield None
-        return
-    context = multiprocessing.get_context("spawn")
-    executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+    executor = None
     try:
-        for _ in range(workers):
-            executor.submit(warm_up)
+        if workers > 1:
+            context = multiprocessing.get_context("spawn")
+            executor = concurrent.futures.ProcessPoolExecutor(workers, mp_context=context)
+            for _ in range(workers):
+                executor.submit(warm_up)
         yield executor
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+Built = tuple[BuildResult, Optional[int], int]  # result, spill file descriptor, offset in it
 
 
 def _build_in_order(
-    executor: Optional[concurrent.futures.Executor], records: list[ImageRecord], window: int, **build_options
-) -> Iterator[BuildResult]:
-    """Yields one BuildResult per record, in record order, with bounded memory.
+    executor: Optional[concurrent.futures.Executor], records: list[ImageRecord], workers: int,
+    spill_dir: str, **build_options
+) -> Iterator[Built]:
+    """Yields ``(result, spill_fd, offset)`` per record, in record order, with bounded memory.
 
-    At most ``window`` images are read ahead, so memory does not grow with the
-    dataset. Closing the generator early (an error in the caller, Ctrl-C)
-    cancels what has not started.
+    In-process, the framed record is in ``result.example`` (and ``spill_fd``
+    is None). With workers, records go out in chunks, each built into its own
+    spill file; at most ``workers * _CHUNKS_IN_FLIGHT_PER_WORKER`` chunks are
+    ahead, so memory and disk use do not grow with the dataset. Closing the
+    generator early (an error in the caller, Ctrl-C) cancels what has not
+    started.
     """
     if executor is None:
         for record in records:
-            yield build_example(record, **build_options)
+            yield build_example(record, **build_options), None, 0
         return
+    window = workers * _CHUNKS_IN_FLIGHT_PER_WORKER
     pending: collections.deque = collections.deque()
     try:
-        for record in records:
-            pending.append(executor.submit(build_example, record, **build_options))
+        for index, start in enumerate(range(0, len(records), _CHUNK_SIZE)):
+            spill = os.path.join(spill_dir, f"chunk-{index:07d}")
+            pending.append((spill, executor.submit(build_chunk, records[start:start + _CHUNK_SIZE], spill, **build_options)))
             if len(pending) >= window:
-                yield pending.popleft().result()
+                yield from _drain(*pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield from _drain(*pending.popleft())
     finally:
-        for future in pending:
+        for _, future in pending:
             future.cancel()
+
+
+def _drain(spill: str, future: concurrent.futures.Future) -> Iterator[Built]:
+    results = future.result()
+    descriptor = os.open(spill, os.O_RDONLY)
+    try:
+        offset = 0
+        for result in results:
+            yield result, descriptor, offset
+            offset += result.size
+    finally:
+        os.close(descriptor)
+        os.remove(spill)
 
 
 def _progress(total: int, enabled: bool, description: str):
@@ -223,8 +251,9 @@ def run_conversion(
 
     Args:
         plan: the images and planning problems from a format module, or a
-            function making them (called once the workers are starting, so
-            their start-up overlaps the annotation parsing).
+            function making them from an ordered ``map`` function: the worker
+            pool's, so formats with one annotation file per image can parse
+            them in parallel, or the built-in one for a single worker.
         options: the shared options.
         source_format: ``voc``, ``coco``, ``kitti`` or ``yolo``, for the manifest.
         source: what was converted (a folder or file), for the manifest.
@@ -237,12 +266,17 @@ def run_conversion(
             left under a final shard name.
     """
     workers = options.workers or os.cpu_count() or 1
-    with _worker_pool(workers) as executor:
-        plan = plan() if callable(plan) else plan
-        return _convert(plan, options, source_format, source, executor, workers)
+    os.makedirs(options.output_dir, exist_ok=True)
+    spill_dir = tempfile.mkdtemp(prefix=".tfrecord-tools-", dir=options.output_dir)
+    with _worker_pool(workers, spill_dir) as executor:
+        if callable(plan):
+            plan = plan(executor.map if executor is not None else map)
+        return _convert(plan, options, source_format, source, executor, workers, spill_dir)
 
 
-def _convert(plan: Plan, options: ConvertOptions, source_format: str, source: str, executor, workers: int) -> dict:
+def _convert(
+    plan: Plan, options: ConvertOptions, source_format: str, source: str, executor, workers: int, spill_dir: str
+) -> dict:
     policy = _Policy(options.skip_invalid)
     label_map = _resolve_label_map(options.label_map, plan)
 
@@ -259,19 +293,21 @@ def _convert(plan: Plan, options: ConvertOptions, source_format: str, source: st
     stats = [_SplitStats(name, label_map) for name in split_names]
     stats[0].skipped.extend(planning_skipped)
 
-    os.makedirs(options.output_dir, exist_ok=True)
     writers = [ShardedWriter(options.output_dir, name, shard_counts[index]) for index, name in enumerate(split_names)]
     for writer in writers:
         writer.__enter__()
     try:
         results = contextlib.closing(_build_in_order(
-            executor, images, workers * _IN_FLIGHT_PER_WORKER,
+            executor, images, workers, spill_dir,
             include_masks=options.include_masks, image_check=options.image_check))
         with results as built, _progress(len(images), options.progress, f"{source_format} -> {options.split}") as bar:
-            for side, result in zip(assignment, built):
+            for side, (result, spill_fd, offset) in zip(assignment, built):
                 policy.handle(result.problems, stats[side].skipped)
-                if result.example is not None:
-                    writers[side].write(result.example)
+                if result.size:
+                    if spill_fd is None:
+                        writers[side].write(result.example)
+                    else:
+                        writers[side].copy_range(spill_fd, offset, result.size)
                     stats[side].add(result)
                 bar.update(1)
         shards = [writer.commit() for writer in writers]

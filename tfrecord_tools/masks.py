@@ -1,13 +1,18 @@
-"""Instance masks: COCO-style segmentations rasterised and stored as PNG."""
+"""Instance masks: COCO-style segmentations rasterised and stored as PNG.
+
+NumPy, Pillow and pycocotools are imported when a mask is first made: the
+converter's workers load this module for every conversion, and most
+conversions have no masks.
+"""
 
 from __future__ import annotations
 
 import io
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class InvalidMaskError(ValueError):
@@ -29,7 +34,8 @@ def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
     Raises:
         InvalidMaskError: empty, degenerate polygons, or an RLE of another size.
     """
-    from pycocotools import mask as mask_utils  # only loaded when masks are asked for
+    import numpy as np
+    from pycocotools import mask as mask_utils
 
     if not segmentation:
         raise InvalidMaskError("annotation has no segmentation")
@@ -61,6 +67,9 @@ def rasterize(segmentation: Any, height: int, width: int) -> np.ndarray:
 
 def encode_png(mask: np.ndarray) -> bytes:
     """Encodes a 0/1 mask as a single-channel PNG (the TF OD API's encoding)."""
+    import numpy as np
+    from PIL import Image
+
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
@@ -68,5 +77,8 @@ def encode_png(mask: np.ndarray) -> bytes:
 
 def decode_png(data: bytes) -> np.ndarray:
     """Decodes a stored mask PNG into ``bool [height, width]``."""
+    import numpy as np
+    from PIL import Image
+
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("L")) > 0

@@ -21,13 +21,15 @@ def masked_crc32c(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
+def frame_record(data: bytes) -> bytes:
+    """One record as it sits in a TFRecord file: length, checksums and data."""
+    header = struct.pack("<Q", len(data))
+    return b"".join((header, struct.pack("<I", masked_crc32c(header)), data, struct.pack("<I", masked_crc32c(data))))
+
+
 def write_record(stream: BinaryIO, data: bytes) -> None:
     """Appends one framed record to ``stream``."""
-    header = struct.pack("<Q", len(data))
-    stream.write(header)
-    stream.write(struct.pack("<I", masked_crc32c(header)))
-    stream.write(data)
-    stream.write(struct.pack("<I", masked_crc32c(data)))
+    stream.write(frame_record(data))
 
 
 class CorruptRecordError(ValueError):

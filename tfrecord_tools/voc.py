@@ -9,7 +9,7 @@ and network access off; a file that declares entities is refused.
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 from lxml import etree
 
@@ -153,6 +153,19 @@ def parse_annotation(xml_path: str, images_dir: str, ignore_difficult: bool, dro
     return record, problems
 
 
+def parse_annotations(xml_paths: list[str], images_dir: str, ignore_difficult: bool) -> list:
+    """``parse_annotation`` over a chunk of files: ``[(record, problems, dropped), ...]``."""
+    results = []
+    for xml_path in xml_paths:
+        dropped: dict = {}
+        record, problems = parse_annotation(xml_path, images_dir, ignore_difficult, dropped)
+        results.append((record, problems, dropped))
+    return results
+
+
+_PARSE_CHUNK = 64
+
+
 def plan_voc(
     voc_root: Optional[str] = None,
     split_set: Optional[str] = None,
@@ -160,6 +173,7 @@ def plan_voc(
     images_dir: Optional[str] = None,
     image_set: Optional[str] = None,
     ignore_difficult: bool = False,
+    map_function: Callable = map,
 ) -> Plan:
     """Finds and parses the annotations of a VOC dataset.
 
@@ -169,6 +183,8 @@ def plan_voc(
             optionally listing the ids (file stems) to convert.
         ignore_difficult: leave ``difficult`` objects out (counted) instead
             of keeping them flagged.
+        map_function: an ordered ``map`` (the worker pool's, to parse the XML
+            files in parallel); the built-in by default.
 
     Returns:
         A plan; classes for a default label map are the names found, sorted.
@@ -192,10 +208,14 @@ def plan_voc(
             os.path.join(annotations_dir, name) for name in os.listdir(annotations_dir) if name.endswith(".xml")
         )
     plan = Plan(images=[])
-    for xml_path in xml_paths:
-        record, problems = parse_annotation(xml_path, images_dir, ignore_difficult, plan.dropped)
-        plan.problems.extend(problems)
-        if record is not None:
-            plan.images.append(record)
+    chunks = [xml_paths[start:start + _PARSE_CHUNK] for start in range(0, len(xml_paths), _PARSE_CHUNK)]
+    parsed = map_function(parse_annotations, chunks, [images_dir] * len(chunks), [ignore_difficult] * len(chunks))
+    for chunk in parsed:
+        for record, problems, dropped in chunk:
+            plan.problems.extend(problems)
+            for reason, count in dropped.items():
+                plan.dropped[reason] = plan.dropped.get(reason, 0) + count
+            if record is not None:
+                plan.images.append(record)
     plan.class_names = sorted({obj.class_name for record in plan.images for obj in record.objects})
     return plan

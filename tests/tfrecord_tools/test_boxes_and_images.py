@@ -51,8 +51,8 @@ def test_jpeg_and_png_report_their_stored_size():
 
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty"),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "corrupt or truncated JPEG"),
-    (image_bytes(64, 48, "JPEG")[:300], "corrupt or truncated JPEG"),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 100, "corrupt JPEG: no segment marker"),
+    (image_bytes(64, 48, "JPEG")[:300], "truncated JPEG"),
     (image_bytes(64, 48, "PNG")[:200], "truncated PNG"),
     (image_bytes(fmt="BMP"), "unsupported image format \\(bmp\\)"),
     (b"not an image at all", "not an image"),
@@ -121,3 +121,17 @@ def test_structure_check_finds_a_damaged_png_chunk():
     data[60] ^= 0xFF  # inside IDAT
     with pytest.raises(InvalidImageError, match="bad CRC in the IDAT chunk"):
         inspect_image(bytes(data), "structure")
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_exif_orientation_is_read_in_either_byte_order(order):
+    """A hand-built APP1: TIFF header, IFD0 with two entries, orientation 8 second."""
+    mark = b"II" if order == "little" else b"MM"
+    tiff = mark + (42).to_bytes(2, order) + (8).to_bytes(4, order) + (2).to_bytes(2, order)
+    tiff += (0x010F).to_bytes(2, order) + (2).to_bytes(2, order) + (4).to_bytes(4, order) + b"abc\x00"  # Make
+    tiff += (0x0112).to_bytes(2, order) + (3).to_bytes(2, order) + (1).to_bytes(4, order) + (8).to_bytes(2, order) + b"\x00\x00"
+    payload = b"Exif\x00\x00" + tiff + (0).to_bytes(4, order)
+    plain = image_bytes(40, 30)
+    data = plain[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + plain[2:]
+    for check in ("structure", "decode"):
+        assert inspect_image(data, check).orientation == 8
