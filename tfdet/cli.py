@@ -14,11 +14,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo_output", help="output folder (default: ./demo_output)")
     demo.add_argument("--workers", type=int, default=None, help="converter worker processes (default: all cores)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    # Only argparse/json load here; pycocotools, NumPy and matplotlib load when the command runs.
+    from tfdet.evaluation.cli import add_metrics_parser
+
+    add_metrics_parser(commands)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "metrics":
+        from tfdet.evaluation.cli import run_metrics
+
+        return run_metrics(args, parser)
     if args.command == "demo":
         from tfdet.demo import run_demo
 
