@@ -117,3 +117,32 @@ def test_validation_split_is_a_deterministic_hash_of_the_file_name(tmp_path):
     val = set(by_filename(read_split(tmp_path / "out", "train_val")))
     assert val == {n for n in names if expected(n, 0.3, 7)} and train == set(names) - val
     assert manifests["train_val"]["images"] == len(val) and len(manifests["train_val"]["shards"]) == 1
+
+
+def test_a_two_worker_run_leaves_only_its_outputs(tmp_path):
+    source = _synthetic_voc(tmp_path / "src", 40)
+    out = tmp_path / "out"
+    tfrecord_tools.convert_voc(str(out), **source, num_shards=2, workers=2, progress=False)
+    assert _files(out) == ["label_map.pbtxt", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord",
+                           "train.manifest.json"]  # no spill folder, no temporary shard
+    assert len(read_split(out)) == 40
+
+
+def test_copy_falls_back_to_read_and_write_where_the_kernel_cannot(tmp_path, monkeypatch):
+    from tfrecord_tools import writer as writer_module
+
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(256)) * 40)
+
+    def refuse(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(writer_module.os, "copy_file_range", refuse)
+    descriptor = os.open(source, os.O_RDONLY)
+    try:
+        with ShardedWriter(str(tmp_path / "out"), "train", 1) as writer:
+            writer.copy_range(descriptor, 100, 5000)
+            writer.commit()
+    finally:
+        os.close(descriptor)
+    assert (tmp_path / "out" / "train-00000-of-00001.tfrecord").read_bytes() == source.read_bytes()[100:5100]
