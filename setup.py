@@ -33,7 +33,7 @@ setup(
         "google-crc32c",
     ],
     extras_require={
-        "test": ["pytest", "jax"],
+        "test": ["pytest", "jax", "faster-coco-eval"],
     },
     entry_points={
         "console_scripts": [
