@@ -177,3 +177,23 @@ def test_faster_coco_eval_gives_the_same_numbers(gt_path, gt_coco):
     fast.add_results(results)
     assert fast.backend == "faster_coco_eval"
     assert fast.evaluate() == pytest.approx(plain_pycocotools(gt_coco, results, "bbox"), rel=0, abs=1e-12)
+
+
+@pytest.mark.parametrize("use_faster", [False, True])
+def test_summary_table_is_the_one_pycocotools_prints(gt_path, gt_coco, use_faster):
+    """The CLI's table must not depend on the backend (faster_coco_eval does not print it)."""
+    if use_faster:
+        pytest.importorskip("faster_coco_eval")
+    data = synthetic(gt_coco, with_masks=False, seed=11)
+    results = [entry for plain, _ in data.values() for entry in plain]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        coco_eval = COCOeval(gt_coco, gt_coco.loadRes(copy.deepcopy(results)), "bbox")
+        coco_eval.evaluate()
+        coco_eval.accumulate()
+        coco_eval.summarize()
+    expected = [line for line in printed.getvalue().splitlines() if line.startswith(" Average")]
+    evaluator = CocoEvaluator(gt_path, use_faster=use_faster)
+    evaluator.add_results(results)
+    evaluator.evaluate()
+    assert evaluator.summary.splitlines() == expected

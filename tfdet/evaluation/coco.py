@@ -135,6 +135,32 @@ def predictions_to_results(
     ]
 
 
+# (measure, IoU range, area, max detections) of the 12 standard numbers, in STAT_KEYS order.
+_SUMMARY_ROWS = (
+    ("Average Precision  (AP)", "0.50:0.95", "all", 100),
+    ("Average Precision  (AP)", "0.50", "all", 100),
+    ("Average Precision  (AP)", "0.75", "all", 100),
+    ("Average Precision  (AP)", "0.50:0.95", "small", 100),
+    ("Average Precision  (AP)", "0.50:0.95", "medium", 100),
+    ("Average Precision  (AP)", "0.50:0.95", "large", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "all", 1),
+    ("Average Recall     (AR)", "0.50:0.95", "all", 10),
+    ("Average Recall     (AR)", "0.50:0.95", "all", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "small", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "medium", 100),
+    ("Average Recall     (AR)", "0.50:0.95", "large", 100),
+)
+
+
+def format_summary(metrics: Mapping[str, float]) -> str:
+    """The standard 12-line COCOeval table (as pycocotools prints it) from the numbers by name."""
+    lines = [
+        f" {measure} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets:>3d} ] = {metrics[key]:0.3f}"
+        for key, (measure, iou, area, max_dets) in zip(STAT_KEYS, _SUMMARY_ROWS)
+    ]
+    return "\n".join(lines) + "\n"
+
+
 class CocoEvaluator:
     """Accumulates COCO results, then runs COCOeval for the 12 standard numbers.
 
@@ -281,17 +307,19 @@ class CocoEvaluator:
         """Runs COCOeval on everything added; returns the 12 standard numbers by name."""
         coco_dt = self._load_results()
         coco_eval = self._eval_cls(self.coco_gt, coco_dt, self.iou_type)
-        text = io.StringIO()
         with _quiet(self.verbose):
             coco_eval.evaluate()
             coco_eval.accumulate()
-        with contextlib.redirect_stdout(text):
+        with _quiet(False):
             coco_eval.summarize()
-        self.summary = text.getvalue()
+        metrics = {key: float(value) for key, value in zip(STAT_KEYS, coco_eval.stats)}
+        # Formatted here, not captured from summarize(): faster_coco_eval logs
+        # rather than prints, and the table must not depend on the backend.
+        self.summary = format_summary(metrics)
         if self.verbose:
             print(self.summary, end="")
         self.coco_eval = coco_eval
-        return {key: float(value) for key, value in zip(STAT_KEYS, coco_eval.stats)}
+        return metrics
 
     def pr_curves(self, iou_threshold: float = 0.5) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-category precision over COCO's 101 recall points, from the last ``evaluate()``.
