@@ -1,0 +1,1 @@
+"""Backbones: feature extractors shared by detectors."""
