@@ -21,7 +21,9 @@ setup(
         "tensorboard",
         "numpy",
         "pycocotools",
-        "opencv-python-headless",
+        # <5: OpenCV 5 removed the Darknet importer, our independent reference for
+        # Darknet weights (tests/models/test_darknet_weights.py); nothing needs 5.x.
+        "opencv-python-headless>=4.9,<5",
         "lxml",
         "tqdm",
         "pyyaml",

@@ -1,0 +1,1 @@
+"""Readers of other frameworks' weight files into tfdet models."""
