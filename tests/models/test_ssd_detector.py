@@ -25,6 +25,8 @@ from tests.conftest import REPO_ROOT
 from tfdet.models.ssd_detector import SSDMatcher
 from tfdet.zoo import build_model
 
+from .training import compiled_train_step
+
 K = 2
 SIZE = 64
 
@@ -254,13 +256,7 @@ def test_train_step_compiles_with_xla(tiny):
     optimizer = keras.optimizers.SGD(1e-3)
     before = [v.numpy() for v in detector.trainable_variables]
 
-    @tf.function(jit_compile=True)
-    def step(images, gt):
-        with tf.GradientTape() as tape:
-            losses = detector.compute_losses(detector(images, training=True), gt)
-        grads = tape.gradient(losses["loss"], detector.trainable_variables)
-        optimizer.apply_gradients(zip(grads, detector.trainable_variables))
-        return losses
+    step = compiled_train_step(detector, optimizer)
 
     eager = detector.compute_losses(detector(images), gt)
     losses = step(images, gt)
@@ -425,13 +421,10 @@ def test_learns_synthetic_shapes():
     eval_images, eval_boxes, eval_classes = synthetic_scenes(16, seed=1)
     optimizer = keras.optimizers.Adam(1e-3)
 
-    @tf.function(jit_compile=True)
+    train = compiled_train_step(detector, optimizer)
+
     def step(images, boxes, classes):
-        with tf.GradientTape() as tape:
-            losses = detector.compute_losses(detector(images, training=True), {"boxes": boxes, "classes": classes})
-        grads = tape.gradient(losses["loss"], detector.trainable_variables)
-        optimizer.apply_gradients(zip(grads, detector.trainable_variables))
-        return losses["loss"]
+        return train(images, {"boxes": boxes, "classes": classes})["loss"]
 
     predict = tf.function(detector.predict_detections, jit_compile=True)
 

@@ -17,6 +17,8 @@ import pytest
 
 from tfdet.zoo import build_model
 
+from .training import compiled_train_step
+
 from ..backends import run_under_jax
 
 SIZE = 128  # the small size for everything but the 416 shape test
@@ -237,13 +239,7 @@ def test_xla_train_step(tiny):
     optimizer = keras.optimizers.SGD(1e-3)
     optimizer.build(detector.trainable_variables)
 
-    @tf.function(jit_compile=True)
-    def step(images, groundtruth):
-        with tf.GradientTape() as tape:
-            losses = detector.compute_losses(detector(images, training=True), groundtruth)
-        grads = tape.gradient(losses["loss"], detector.trainable_variables)
-        optimizer.apply_gradients(zip(grads, detector.trainable_variables))
-        return losses
+    step = compiled_train_step(detector, optimizer)
 
     images, groundtruth = _batch(np.random.default_rng(2))
     before = [v.numpy().copy() for v in detector.trainable_variables]
@@ -395,13 +391,10 @@ def test_yolov3_tiny_learns_synthetic_shapes():
             layer.momentum = 0.9
     optimizer = keras.optimizers.Adam(1e-3)
 
-    @tf.function(jit_compile=True)
+    train = compiled_train_step(detector, optimizer)
+
     def step(images, groundtruth):
-        with tf.GradientTape() as tape:
-            losses = detector.compute_losses(detector(images, training=True), groundtruth)
-        grads = tape.gradient(losses["loss"], detector.trainable_variables)
-        optimizer.apply_gradients(zip(grads, detector.trainable_variables))
-        return losses["loss"]
+        return train(images, groundtruth)["loss"]
 
     predict = tf.function(detector.predict_detections)
     eval_images, eval_groundtruth = _shapes_batch(np.random.default_rng(123), 16)
