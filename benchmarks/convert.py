@@ -15,10 +15,11 @@ What is measured, and why:
   ``tf.io.TFRecordWriter`` shards filled round-robin (record ``i`` into shard
   ``i % N``). Box size comes from the XML; nothing checks the image.
 * Ours. ``tfrecord_tools.convert_voc`` with ``--workers`` worker processes and
-  the same shard count. It does more per image: it decodes the whole JPEG
-  stream (draft mode), checks the XML size against the real size and every
-  box against the image, and fsyncs the shards before renaming them into
-  place. The comparison is printed with this caveat.
+  the same shard count, run twice: with ``--image-check decode`` (the default:
+  the whole JPEG stream is decoded in draft mode) and ``structure`` (segments
+  and end-of-image marker only). Both check the XML size against the real
+  size and every box against the image, and rename shards into place when
+  complete. The comparison is printed with this caveat.
 * Speed. ``time.perf_counter`` around the whole conversion call: XML parsing,
   reading, encoding, writing and, for ours, starting the worker pool (users
   pay it). Building the dataset and importing TensorFlow are outside. Each

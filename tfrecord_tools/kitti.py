@@ -19,8 +19,6 @@ from tfrecord_tools.records import ImageRecord, ObjectRecord, Plan, Problem
 KITTI_CLASSES = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc")
 DONT_CARE = "DontCare"
 _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-_EXTRA_KEYS = (schema.OBJECT_3D_HEIGHT, schema.OBJECT_3D_WIDTH, schema.OBJECT_3D_LENGTH,
-               schema.OBJECT_3D_X, schema.OBJECT_3D_Y, schema.OBJECT_3D_Z, schema.OBJECT_3D_ROT_Y)
 
 
 def _read_p2(calib_path: str) -> list[float]:
@@ -59,7 +57,7 @@ def parse_label_file(label_path: str, keep_dontcare: bool, classes: Optional[Seq
         if classes is not None and name not in classes and name != DONT_CARE:
             dropped["not in --classes"] = dropped.get("not in --classes", 0) + 1
             continue
-        extras = dict(zip(_EXTRA_KEYS, dimensions))
+        extras = dict(zip(schema.KITTI_3D_KEYS, dimensions))  # h w l x y z rot_y, as in label_2
         extras[schema.OBJECT_ALPHA] = alpha
         extras[schema.OBJECT_OCCLUDED] = occluded
         objects.append(ObjectRecord(

@@ -124,6 +124,11 @@ def test_argmax_matcher_rejects_inverted_thresholds():
         ArgmaxMatcher(0.3, 0.7)
 
 
+def test_argmax_matcher_rejects_an_unknown_forced_match_rule():
+    with pytest.raises(ValueError, match="forced_match"):
+        ArgmaxMatcher(0.5, allow_low_quality_matches=True, forced_match="nearest")
+
+
 # ---------------------------------------------------------------------------
 # yolo_best_anchor_match
 # ---------------------------------------------------------------------------
@@ -168,8 +173,9 @@ def _inputs():
 def _all_outputs(sim, valid, boxes):
     plain = ArgmaxMatcher(0.5, 0.4).match(sim, valid)
     low = ArgmaxMatcher(0.7, 0.3, allow_low_quality_matches=True).match(sim, valid)
+    forcing = ArgmaxMatcher(0.5, allow_low_quality_matches=True, forced_match="forcing").match(sim, valid)
     yolo = yolo_best_anchor_match(boxes, valid, anchors.yolo_priors())
-    return [*plain, *low, *yolo]
+    return [*plain, *low, *forcing, *yolo]
 
 
 @pytest.mark.slow
@@ -195,6 +201,7 @@ def test_jax_matches_tensorflow(tmp_path):
         def all_outputs(sim, valid, boxes):
             return [*ArgmaxMatcher(0.5, 0.4).match(sim, valid),
                     *ArgmaxMatcher(0.7, 0.3, allow_low_quality_matches=True).match(sim, valid),
+                    *ArgmaxMatcher(0.5, allow_low_quality_matches=True, forced_match="forcing").match(sim, valid),
                     *yolo_best_anchor_match(boxes, valid, anchors.yolo_priors())]
 
         d = np.load({str(tmp_path / "in.npz")!r})

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from tests.backends import run_under_jax
 from tests.conftest import REPO_ROOT
-from tfdet.models.ssd_detector import SSDMatcher
+from tfdet.core.matchers import ArgmaxMatcher
 from tfdet.zoo import build_model
 
 from .training import compiled_train_step
@@ -89,7 +89,8 @@ def test_matcher_bipartite_then_threshold():
         np.float32,
     )[None]
     valid = np.array([[True, True, False]])
-    matched, labels = SSDMatcher(0.5).match(similarity, valid)
+    matcher = ArgmaxMatcher(0.5, allow_low_quality_matches=True, forced_match="forcing")  # what SSD uses
+    matched, labels = matcher.match(similarity, valid)
     np.testing.assert_array_equal(np.asarray(matched)[0], [0, 1, 1, -1, -1])
     np.testing.assert_array_equal(np.asarray(labels)[0], [1, 1, 1, 0, 0])
 

@@ -59,12 +59,15 @@ class ArgmaxMatcher:
     valid ground truth additionally makes positive the anchor(s) with its
     highest similarity, ties included, so no object is left without an
     anchor. As in Detectron2, such an anchor is matched to ITS best ground
-    truth (usually the one that forced it). A ground truth whose highest
+    truth (usually the one that forced it); with ``forced_match="forcing"``
+    (the SSD reference's bipartite step) it is matched to the ground truth
+    that forced it instead (the most similar one if several did), so no
+    forcing ground truth is left without an anchor. A ground truth whose highest
     similarity is 0 or less overlaps no anchor and forces nothing, rather
     than making every non-overlapping anchor positive.
 
     Typical settings: RPN ``(0.7, 0.3, True)``; Fast R-CNN RoIs ``(0.5, 0.5)``;
-    RetinaNet ``(0.5, 0.4)``; SSD ``(0.5, 0.5)``.
+    RetinaNet ``(0.5, 0.4)``; SSD ``(0.5, 0.5, True, forced_match="forcing")``.
 
     Args:
         positive_threshold: lowest similarity of a positive.
@@ -72,9 +75,15 @@ class ArgmaxMatcher:
             ``positive_threshold`` (no ignore band). Must not exceed it.
         allow_low_quality_matches: force each ground truth's best anchor(s)
             to be positive.
+        forced_match: whom a forced anchor is matched to: ``"own_best"``
+            (its own best ground truth, Detectron2) or ``"forcing"`` (the
+            ground truth that forced it, SSD).
     """
 
-    def __init__(self, positive_threshold, negative_threshold=None, allow_low_quality_matches=False):
+    def __init__(self, positive_threshold, negative_threshold=None, allow_low_quality_matches=False,
+                 forced_match="own_best"):
+        if forced_match not in ("own_best", "forcing"):
+            raise ValueError(f"forced_match must be 'own_best' or 'forcing', got {forced_match!r}")
         if negative_threshold is None:
             negative_threshold = positive_threshold
         if negative_threshold > positive_threshold:
@@ -84,6 +93,7 @@ class ArgmaxMatcher:
         self.positive_threshold = float(positive_threshold)
         self.negative_threshold = float(negative_threshold)
         self.allow_low_quality_matches = bool(allow_low_quality_matches)
+        self.forced_match = forced_match
 
     def match(self, similarity, valid):
         """Matches anchors (rows) to ground truth (columns).
@@ -116,7 +126,12 @@ class ArgmaxMatcher:
             # Equality with the column maximum keeps ties: every anchor that
             # shares a ground truth's best similarity is forced.
             is_best = ops.logical_and(masked == best_per_gt, best_per_gt > 0)
-            forced = ops.any(ops.logical_and(is_best, valid), axis=-1)
+            forcing = ops.logical_and(is_best, valid)  # [B, A, G]
+            forced = ops.any(forcing, axis=-1)
+            if self.forced_match == "forcing":
+                forcing_similarity = ops.where(forcing, masked, float("-inf"))
+                forcing_gt = _first_argmax(forcing_similarity, ops.max(forcing_similarity, axis=-1))
+                best_gt = ops.where(forced, forcing_gt, best_gt)
             positive = ops.logical_or(positive, forced)
             negative = ops.logical_and(negative, ops.logical_not(forced))
         labels = ops.where(positive, POSITIVE, ops.where(negative, NEGATIVE, IGNORE))
@@ -127,7 +142,8 @@ class ArgmaxMatcher:
         return (
             f"ArgmaxMatcher(positive_threshold={self.positive_threshold}, "
             f"negative_threshold={self.negative_threshold}, "
-            f"allow_low_quality_matches={self.allow_low_quality_matches})"
+            f"allow_low_quality_matches={self.allow_low_quality_matches}, "
+            f"forced_match={self.forced_match!r})"
         )
 
 

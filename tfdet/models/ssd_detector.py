@@ -12,8 +12,8 @@ network (``detector.network``) sees the preprocessed tensor.
 
 Training targets (:meth:`SSDDetector.compute_losses`):
 
-* Matching (:class:`SSDMatcher`): each default box goes to its best ground
-  truth when their IoU is at least 0.5; in addition each ground truth takes
+* Matching (``tfdet.core.matchers.ArgmaxMatcher`` with ``forced_match="forcing"``): each
+  default box goes to its best ground truth when their IoU is at least 0.5; in addition each ground truth takes
   its own best default box ("bipartite" step of the reference), and such a
   forced box belongs to the ground truth that forced it, even when another
   ground truth overlaps it more. Padded ground truth never matches; crowd
@@ -78,7 +78,7 @@ from tfdet.core.anchors import (
     ssd_default_boxes,
 )
 from tfdet.core.box_coders import CenterSizeCoder
-from tfdet.core.matchers import NEGATIVE, POSITIVE
+from tfdet.core.matchers import ArgmaxMatcher
 from tfdet.core.samplers import hard_negative_mining
 from tfdet.core.target_assigner import assign
 from tfdet.losses import normalize_by, smooth_l1, softmax_cross_entropy
@@ -86,7 +86,7 @@ from tfdet.models.detector import Detector
 from tfdet.models.ssd import ssd300_network, ssd512_network
 from tfdet.zoo import register
 
-__all__ = ["CAFFE_BGR_MEAN", "SSDDetector", "SSDMatcher", "ssd300_vgg16", "ssd512_vgg16", "tiny_ssd_network"]
+__all__ = ["CAFFE_BGR_MEAN", "SSDDetector", "ssd300_vgg16", "ssd512_vgg16", "tiny_ssd_network"]
 
 CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)
 SSD_VARIANCES = (0.1, 0.1, 0.2, 0.2)
@@ -98,61 +98,6 @@ SSD512_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,))
 TINY_SOURCES = ("tiny3", "tiny4", "tiny5")
 TINY_BOXES_PER_LOCATION = (4, 6, 6)
 TINY_RATIOS = ((2,), (2, 3), (2, 3))
-
-
-class SSDMatcher:
-    """The SSD reference matcher: bipartite best-anchor step, then per-anchor IoU threshold.
-
-    For each valid ground truth ``g``, the anchor(s) with its highest IoU
-    (if that IoU is positive) become positive and are matched to ``g``; an
-    anchor that is the best of several ground truths takes the one it
-    overlaps most. Every other anchor whose best IoU is at least
-    ``positive_threshold`` is matched to that best ground truth; the rest are
-    negatives (SSD has no ignore band: ``negative_threshold`` equals
-    ``positive_threshold``). It follows the ``ArgmaxMatcher.match`` interface
-    so ``tfdet.core.target_assigner.assign`` can use it.
-
-    Differences from ``ArgmaxMatcher(0.5, 0.5, allow_low_quality_matches=True)``:
-    there a forced anchor is matched to its own best ground truth, which can
-    leave the forcing ground truth without any anchor; here it is not.
-
-    Args:
-        positive_threshold: lowest IoU of a thresholded positive (0.5).
-    """
-
-    def __init__(self, positive_threshold=0.5):
-        self.positive_threshold = float(positive_threshold)
-        self.negative_threshold = float(positive_threshold)
-
-    def match(self, similarity, valid):
-        """Matches anchors (rows) to ground truth (columns).
-
-        Args:
-            similarity: ``[B, A, G]`` IoU of anchor ``a`` with ground truth ``g``.
-            valid: ``[B, G]`` bool; False columns never match.
-
-        Returns:
-            ``(matched_gt [B, A] int32, -1 unless positive; labels [B, A]
-            int32, POSITIVE (1) or NEGATIVE (0))``.
-        """
-        similarity = ops.cast(similarity, "float32")
-        valid_3d = ops.expand_dims(ops.cast(valid, "bool"), 1)  # [B, 1, G]
-        masked = ops.where(valid_3d, similarity, float("-inf"))
-        best = ops.max(masked, axis=-1)  # [B, A]
-        best_gt = ops.argmax(masked, axis=-1)
-        best_per_gt = ops.max(masked, axis=1, keepdims=True)  # [B, 1, G]
-        forcing = ops.logical_and(masked == best_per_gt, best_per_gt > 0)  # [B, A, G]
-        forcing = ops.logical_and(forcing, valid_3d)
-        forced = ops.any(forcing, axis=-1)  # [B, A]
-        forced_gt = ops.argmax(ops.where(forcing, similarity, float("-inf")), axis=-1)
-        thresholded = best >= self.positive_threshold
-        positive = ops.logical_or(forced, thresholded)
-        matched = ops.where(forced, forced_gt, ops.where(thresholded, best_gt, -1))
-        labels = ops.where(positive, POSITIVE, NEGATIVE)
-        return ops.cast(matched, "int32"), ops.cast(labels, "int32")
-
-    def __repr__(self):
-        return f"SSDMatcher(positive_threshold={self.positive_threshold})"
 
 
 def tiny_ssd_network(num_classes, image_size=64, name="ssd_tiny"):
@@ -260,7 +205,8 @@ class SSDDetector(Detector):
         self.negative_ratio = float(negative_ratio)
         self.min_negatives = int(min_negatives)
         self.box_loss_weight = float(box_loss_weight)
-        self.matcher = SSDMatcher(positive_iou)
+        # The reference's bipartite step: a ground truth's best box stays with it.
+        self.matcher = ArgmaxMatcher(positive_iou, allow_low_quality_matches=True, forced_match="forcing")
         self.coder = CenterSizeCoder(SSD_VARIANCES)
         self.pixel_mean = tuple(float(m) for m in pixel_mean)
 
