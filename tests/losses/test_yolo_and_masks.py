@@ -167,3 +167,22 @@ def test_mask_bce_equals_keras_on_selected_channel_and_gradients():
     # Only the ground-truth channel of weighted, valid RoIs gets gradient.
     selected = np.eye(logits.shape[-1])[np.maximum(classes, 0)] * (weights * (classes >= 0))[..., None]
     assert np.all(grad * (1.0 - selected[:, :, None, None, :]) == 0.0)
+
+
+def test_yolo_v3_giou_box_loss_golden():
+    """GIoU replaces the yx/hw terms; the other terms are unchanged.
+
+    Positive anchor: truth (0, 0, 50, 20), area 1000; prediction (0, 0, 10, 10),
+    area 100, all inside it: IoU = 100 / 1000 = 0.1 and the enclosing box is
+    the union, so GIoU = 0.1 and the term is s * (1 - 0.1) = 1.9 * 0.9 = 1.71.
+    """
+    y_true, y_pred = _golden_yolo_inputs()
+    terms = yolo_v3_losses(y_true, y_pred, image_size=(100, 100), box_loss="giou", giou_weight=2.0)
+    assert set(terms) == {"loss/giou", "loss/objectness", "loss/class", "loss"}
+    assert terms["loss/giou"].numpy() == pytest.approx(2.0 * 1.71, rel=1e-5)
+    for key in ("loss/objectness", "loss/class"):
+        assert terms[key].numpy() == pytest.approx(GOLDEN[key], rel=1e-5), key
+    expected_total = 2.0 * 1.71 + GOLDEN["loss/objectness"] + GOLDEN["loss/class"]
+    assert terms["loss"].numpy() == pytest.approx(expected_total, rel=1e-5)
+    with pytest.raises(ValueError, match="box_loss"):
+        yolo_v3_losses(y_true, y_pred, image_size=(100, 100), box_loss="l1")

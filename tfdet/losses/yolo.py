@@ -16,6 +16,9 @@ from keras import ops
 from tfdet.core import box_ops
 from tfdet.losses.classification import sigmoid_cross_entropy
 from tfdet.losses.normalization import safe_divide
+from tfdet.losses.regression import giou_loss
+
+BOX_LOSSES = ("darknet", "giou")
 
 
 def yolo_v3_ignore_mask(pred_boxes, gt_boxes, gt_classes, ignore_threshold=0.5):
@@ -44,7 +47,7 @@ def yolo_v3_ignore_mask(pred_boxes, gt_boxes, gt_classes, ignore_threshold=0.5):
     return ops.cast(best_iou > ignore_threshold, pred_boxes.dtype)
 
 
-def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5):
+def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5, box_loss="darknet", giou_weight=1.0):
     """The four YOLOv3 loss terms, each summed over anchors and divided by ``B``.
 
     Layout (``B`` batch, ``A`` anchors of all scales concatenated, ``G``
@@ -70,8 +73,9 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5):
             offset is their sigmoid).
         ``"hw"``: float ``[B, A, 2]`` raw log-scale outputs.
         ``"classes"``: float ``[B, A, K]`` logits.
-        ``"boxes"``: float ``[B, A, 4]`` the decoded boxes, yxyx pixels (only
-            for the ignore mask; no gradient flows through them).
+        ``"boxes"``: float ``[B, A, 4]`` the decoded boxes, yxyx pixels: for
+            the ignore mask (no gradient flows through it) and, with
+            ``box_loss="giou"``, for the GIoU term (gradient flows).
 
     Terms, with positives ``P`` (``y_true["objectness"] == 1``) and
     ``s = 2 - w h`` (``w, h`` of the ground truth as fractions of the image,
@@ -86,7 +90,9 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5):
       (target 0) whose decoded box has ``IoU <= ignore_threshold`` with every
       ground truth; ignored negatives contribute nothing.
     - ``loss/class``: ``sum_P sum_k BCE(classes_true, sigmoid(class_logits))``.
-    - ``loss``: the sum of the four.
+    - with ``box_loss="giou"``, ``loss/giou`` replaces ``loss/yx`` and
+      ``loss/hw``: ``giou_weight * sum_P s * (1 - GIoU(boxes_true, boxes_pred))``.
+    - ``loss``: the sum of the terms.
 
     Each term is divided by the batch size ``B`` (darknet, keras-yolo3), not by
     a positive count, so an image with no objects still trains its
@@ -98,11 +104,15 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5):
         image_size: ``(height, width)`` of the network input in pixels (numbers
             or scalar tensors).
         ignore_threshold: Python float, 0.5 in YOLOv3.
+        box_loss: ``"darknet"`` (``loss/yx`` and ``loss/hw``) or ``"giou"``.
+        giou_weight: multiplies ``loss/giou``.
 
     Returns:
-        Dict of scalar float tensors with keys ``loss/yx``, ``loss/hw``,
-        ``loss/objectness``, ``loss/class`` and ``loss``.
+        Dict of scalar float tensors: ``loss/yx`` and ``loss/hw`` (or
+        ``loss/giou``), ``loss/objectness``, ``loss/class`` and ``loss``.
     """
+    if box_loss not in BOX_LOSSES:
+        raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
     obj_logits = ops.convert_to_tensor(y_pred["objectness"])
     dtype = obj_logits.dtype
     positive = ops.cast(y_true["objectness"], dtype)  # [B, A]
@@ -113,10 +123,6 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5):
     box_scale = 2.0 - ((ymax - ymin) / height) * ((xmax - xmin) / width)  # [B, A]
     box_weight = positive * box_scale
 
-    yx_loss = ops.sum(sigmoid_cross_entropy(y_true["yx"], y_pred["yx"]), axis=-1)
-    hw_error = ops.cast(y_true["hw"], dtype) - ops.convert_to_tensor(y_pred["hw"])
-    hw_loss = 0.5 * ops.sum(ops.square(hw_error), axis=-1)
-
     ignore = yolo_v3_ignore_mask(y_pred["boxes"], y_true["gt_boxes"], y_true["gt_classes"], ignore_threshold)
     negative = (1.0 - positive) * (1.0 - ignore)
     obj_bce = sigmoid_cross_entropy(positive, obj_logits)
@@ -125,11 +131,18 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5):
     class_loss = ops.sum(sigmoid_cross_entropy(y_true["classes"], y_pred["classes"]), axis=-1)
 
     batch_size = ops.cast(ops.shape(obj_logits)[0], dtype)
-    terms = {
-        "loss/yx": safe_divide(ops.sum(box_weight * yx_loss), batch_size),
-        "loss/hw": safe_divide(ops.sum(box_weight * hw_loss), batch_size),
-        "loss/objectness": safe_divide(ops.sum(obj_loss), batch_size),
-        "loss/class": safe_divide(ops.sum(positive * class_loss), batch_size),
-    }
-    terms["loss"] = terms["loss/yx"] + terms["loss/hw"] + terms["loss/objectness"] + terms["loss/class"]
+    if box_loss == "darknet":
+        yx_loss = ops.sum(sigmoid_cross_entropy(y_true["yx"], y_pred["yx"]), axis=-1)
+        hw_error = ops.cast(y_true["hw"], dtype) - ops.convert_to_tensor(y_pred["hw"])
+        hw_loss = 0.5 * ops.sum(ops.square(hw_error), axis=-1)
+        terms = {
+            "loss/yx": safe_divide(ops.sum(box_weight * yx_loss), batch_size),
+            "loss/hw": safe_divide(ops.sum(box_weight * hw_loss), batch_size),
+        }
+    else:
+        per_anchor = giou_loss(ops.cast(y_true["boxes"], dtype), y_pred["boxes"])  # [B, A]
+        terms = {"loss/giou": giou_weight * safe_divide(ops.sum(box_weight * per_anchor), batch_size)}
+    terms["loss/objectness"] = safe_divide(ops.sum(obj_loss), batch_size)
+    terms["loss/class"] = safe_divide(ops.sum(positive * class_loss), batch_size)
+    terms["loss"] = sum(terms.values())
     return terms

@@ -50,9 +50,7 @@ from tfdet.core.anchors import YOLOV3_PRIORS, YOLOV3_STRIDES
 from tfdet.core.box_coders import DEFAULT_SCALE_CLIP, yolo_decode, yolo_encode
 from tfdet.core.box_ops import clip_boxes
 from tfdet.core.matchers import yolo_best_anchor_match
-from tfdet.losses.normalization import safe_divide
-from tfdet.losses.regression import giou_loss
-from tfdet.losses.yolo import yolo_v3_losses
+from tfdet.losses.yolo import BOX_LOSSES, yolo_v3_losses
 from tfdet.models.detector import Detector
 from tfdet.models.yolov3 import yolov3_network, yolov3_tiny_network
 from tfdet.zoo import register
@@ -68,7 +66,6 @@ __all__ = ["YOLOV3_TINY_PRIORS", "YOLOV3_TINY_STRIDES", "YOLOv3Detector", "yolov
 YOLOV3_TINY_PRIORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
 YOLOV3_TINY_STRIDES = (16, 32)
 
-BOX_LOSSES = ("darknet", "giou")
 
 
 def _level_key(stride: int) -> str:
@@ -311,23 +308,8 @@ class YOLOv3Detector(Detector):
             "classes": raw[..., 5:],
             "boxes": pred_boxes,
         }
-        terms = yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=self.ignore_threshold)
-        if self.box_loss == "darknet":
-            return terms
-
-        height, width = float(image_size[0]), float(image_size[1])
-        ymin, xmin, ymax, xmax = ops.unstack(targets["boxes"], num=4, axis=-1)
-        weight = targets["objectness"] * (2.0 - ((ymax - ymin) / height) * ((xmax - xmin) / width))
-        per_anchor = giou_loss(targets["boxes"], pred_boxes)  # [B, A]
-        batch_size = ops.cast(ops.shape(raw)[0], "float32")
-        giou = self.giou_weight * safe_divide(ops.sum(weight * per_anchor), batch_size)
-        result = {
-            "loss/giou": giou,
-            "loss/objectness": terms["loss/objectness"],
-            "loss/class": terms["loss/class"],
-        }
-        result["loss"] = giou + terms["loss/objectness"] + terms["loss/class"]
-        return result
+        return yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=self.ignore_threshold,
+                              box_loss=self.box_loss, giou_weight=self.giou_weight)
 
     # ---------------------------------------------------------- postprocessing
 
