@@ -103,7 +103,7 @@ def test_convert_voc_writes_shards_label_map_and_manifest(tmp_path):
     assert "Traceback" not in result.stderr
     summary = result.stdout
     objects = sum(len(names) for _, _, names in truth.values())
-    assert re.search(rf"\b7 images\b", summary) and re.search(rf"\b{objects} objects\b", summary), summary
+    assert re.search(r"\b7 images\b", summary) and re.search(rf"\b{objects} objects\b", summary), summary
     assert "label_map.pbtxt" in summary
 
     shards = [schema.shard_name("train", i, 3) for i in range(3)]
