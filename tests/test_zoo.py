@@ -13,7 +13,9 @@ import tfdet
 def test_list_models_names_every_family_and_imports_no_keras():
     code = "import sys, tfdet; print(','.join(tfdet.list_models())); print('keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[0].split(",") == sorted(["ssd300_vgg16", "ssd512_vgg16", "yolov3", "yolov3_tiny"])
+    families = ["ssd300_vgg16", "ssd512_vgg16", "yolov3", "yolov3_tiny", "retinanet_resnet50_fpn",
+                "retinanet_resnet101_fpn"] + [f"efficientdet_d{index}" for index in range(8)]
+    assert out[0].split(",") == sorted(families)
     assert out[1] == "False"
 
 

@@ -18,6 +18,9 @@ _MODULES = {
     "ssd512_vgg16": "tfdet.models.ssd_detector",
     "yolov3": "tfdet.models.yolov3_detector",
     "yolov3_tiny": "tfdet.models.yolov3_detector",
+    "retinanet_resnet50_fpn": "tfdet.models.retinanet",
+    "retinanet_resnet101_fpn": "tfdet.models.retinanet",
+    **{f"efficientdet_d{index}": "tfdet.models.efficientdet" for index in range(8)},
 }
 
 _BUILDERS: dict[str, Callable] = {}
@@ -64,11 +67,25 @@ def build_model(name: str, num_classes: int, **overrides):
     return _BUILDERS[name](int(num_classes), **overrides)
 
 
+def _saved_model_name(path: str):
+    """The registry name inside a ``.keras`` archive's config, or None when it has none."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # Keras itself reports what is wrong with the file
+    return (config.get("config") or {}).get("model_name")
+
+
 def load_model(path: str, **kwargs):
     """Loads a detector saved with ``model.save("....keras")``.
 
     Keras finds custom classes only once their module has been imported, so
-    this imports every registered model module first; plain
+    this imports the family module named in the archive's config (every
+    family's module when the archive names none); plain
     ``keras.saving.load_model`` works too after importing the family's module.
 
     Args:
@@ -77,6 +94,8 @@ def load_model(path: str, **kwargs):
     """
     import keras
 
-    for module in sorted(set(_MODULES.values())):
+    name = _saved_model_name(path)
+    modules = [_MODULES[name]] if name in _MODULES else sorted(set(_MODULES.values()))
+    for module in modules:
         importlib.import_module(module)
     return keras.saving.load_model(path, **kwargs)

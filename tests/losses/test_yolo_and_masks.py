@@ -65,6 +65,10 @@ def test_yolo_v3_golden_and_batch_normalisation():
     )
     for key, value in GOLDEN.items():
         assert doubled[key].numpy() == pytest.approx(value, rel=1e-5), key
+    # A replica holding one image of a global batch of 4 divides by 4.
+    quarter = yolo_v3_losses(y_true, y_pred, image_size=(100, 100), normalizer=4.0)
+    for key, value in GOLDEN.items():
+        assert quarter[key].numpy() == pytest.approx(value / 4.0, rel=1e-5), key
 
 
 def _np_bce(targets, logits):

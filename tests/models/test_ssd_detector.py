@@ -351,7 +351,7 @@ reference = tape.gradient(loss, variables)
 def replica_step(images, boxes, classes):
     gt = {"boxes": boxes, "classes": classes}
     ctx = tf.distribute.get_replica_context()
-    n = ctx.all_reduce("sum", d.count_positives(gt))
+    n = ctx.all_reduce("sum", d.loss_normalizer(gt))
     with tf.GradientTape() as tape:
         loss = d.compute_losses(d(images, training=True), gt, normalizer=n)["loss"]
     return tape.gradient(loss, variables)

@@ -289,9 +289,9 @@ def test_forward_and_loss_under_jax(tiny, tmp_path):
 def test_mirrored_two_replica_gradients_equal_one_device():
     """Two logical CPUs (a fresh interpreter: devices are fixed at TF start).
 
-    The loss is summed over anchors and divided by the replica's batch, so
-    each replica's loss divided by the replica count, summed over replicas,
-    is the full batch's loss. Batch norm runs in inference mode here: in
+    The trainer's rule: each replica divides by the global batch (its
+    ``loss_normalizer`` summed over replicas), and the replicas' gradients
+    are summed. Batch norm runs in inference mode here: in
     training mode each replica normalises with its own batch statistics
     (no sync), which is a different function of the full batch.
     """
@@ -317,13 +317,19 @@ def test_mirrored_two_replica_gradients_equal_one_device():
                           [[0, 0, 0, 0], [0, 0, 0, 0]], [[8, 20, 56, 60], [0, 0, 0, 0]]], "float32")
         classes = np.array([[0, -1], [2, 1], [-1, -1], [1, -1]], "int32")
 
-        def grads_of(images, boxes, classes, scale):
+        def grads_of(images, boxes, classes, global_count):
+            groundtruth = {"boxes": boxes, "classes": classes}
+            if global_count:
+                ctx = tf.distribute.get_replica_context()
+                normalizer = ctx.all_reduce("sum", detector.loss_normalizer(groundtruth))
+            else:
+                normalizer = None
             with tf.GradientTape() as tape:
-                loss = detector.compute_losses(detector(images, training=False),
-                                               {"boxes": boxes, "classes": classes})["loss"] * scale
+                loss = detector.compute_losses(detector(images, training=False), groundtruth,
+                                               normalizer=normalizer)["loss"]
             return tape.gradient(loss, detector.trainable_variables)
 
-        single = tf.function(grads_of)(images, boxes, classes, 1.0)
+        single = tf.function(grads_of)(images, boxes, classes, False)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         assert strategy.num_replicas_in_sync == 2
         dataset = tf.data.Dataset.from_tensor_slices((images, boxes, classes)).batch(4)
@@ -331,7 +337,7 @@ def test_mirrored_two_replica_gradients_equal_one_device():
 
         @tf.function
         def mirrored(batch):
-            per_replica = strategy.run(lambda i, b, c: grads_of(i, b, c, 0.5), args=batch)
+            per_replica = strategy.run(lambda i, b, c: grads_of(i, b, c, True), args=batch)
             return [strategy.reduce("SUM", g, axis=None) for g in per_replica]
 
         reduced = mirrored(batch)

@@ -47,7 +47,8 @@ def yolo_v3_ignore_mask(pred_boxes, gt_boxes, gt_classes, ignore_threshold=0.5):
     return ops.cast(best_iou > ignore_threshold, pred_boxes.dtype)
 
 
-def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5, box_loss="darknet", giou_weight=1.0):
+def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5, box_loss="darknet", giou_weight=1.0,
+                   normalizer=None):
     """The four YOLOv3 loss terms, each summed over anchors and divided by ``B``.
 
     Layout (``B`` batch, ``A`` anchors of all scales concatenated, ``G``
@@ -106,6 +107,9 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5, box_loss="d
         ignore_threshold: Python float, 0.5 in YOLOv3.
         box_loss: ``"darknet"`` (``loss/yx`` and ``loss/hw``) or ``"giou"``.
         giou_weight: multiplies ``loss/giou``.
+        normalizer: the divisor instead of ``B``; under a distribution
+            strategy the global batch size, so that summing the replicas'
+            gradients gives the one-device step.
 
     Returns:
         Dict of scalar float tensors: ``loss/yx`` and ``loss/hw`` (or
@@ -130,7 +134,10 @@ def yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=0.5, box_loss="d
 
     class_loss = ops.sum(sigmoid_cross_entropy(y_true["classes"], y_pred["classes"]), axis=-1)
 
-    batch_size = ops.cast(ops.shape(obj_logits)[0], dtype)
+    if normalizer is None:
+        batch_size = ops.cast(ops.shape(obj_logits)[0], dtype)
+    else:
+        batch_size = ops.cast(normalizer, dtype)
     if box_loss == "darknet":
         yx_loss = ops.sum(sigmoid_cross_entropy(y_true["yx"], y_pred["yx"]), axis=-1)
         hw_error = ops.cast(y_true["hw"], dtype) - ops.convert_to_tensor(y_pred["hw"])

@@ -10,6 +10,11 @@ also knows its losses and its post-processing:
   assignment happens here, in-graph with ``tfdet.core`` (static shapes), so
   the data pipeline only pads ground truth and the same step compiles under
   XLA and runs under JAX.
+* ``model.loss_normalizer(groundtruth)``: this replica's count that the
+  losses are divided by (the batch size here; positives for detectors that
+  normalise by positives). Under a distribution strategy the trainer sums it
+  over replicas and passes the sum as ``compute_losses(..., normalizer=)``,
+  then sums the replicas' gradients, so N replicas equal one device.
 * ``model.postprocess(outputs)``: padded detections, ``boxes [B, D, 4]``
   yxyx pixels of the input image, ``scores [B, D]``, ``classes [B, D]``
   int32 ``0..K-1`` (``-1`` in padding) and ``num_detections [B]`` int32.
@@ -48,6 +53,11 @@ class Detector(keras.Model):
         score_threshold, iou_threshold: post-processing NMS settings.
     """
 
+    #: How images are brought to ``image_size`` (``tfdet.data.resize``):
+    #: ``"stretch"`` ignores the aspect ratio, ``"letterbox"`` keeps it and
+    #: pads bottom/right. Training, evaluation and export all use this.
+    resize_mode = "letterbox"
+
     def __init__(
         self,
         network: keras.Model,
@@ -77,8 +87,18 @@ class Detector(keras.Model):
         shape = self.network.inputs[0].shape
         return shape[1], shape[2]
 
-    def compute_losses(self, outputs: dict, groundtruth: dict) -> dict:
-        """Loss terms ``loss/<term>`` and their sum ``loss``, all scalars."""
+    def loss_normalizer(self, groundtruth: dict):
+        """This replica's divisor of the losses, a float32 scalar: the batch size by default."""
+        from keras import ops
+
+        return ops.cast(ops.shape(groundtruth["classes"])[0], "float32")
+
+    def compute_losses(self, outputs: dict, groundtruth: dict, normalizer=None) -> dict:
+        """Loss terms ``loss/<term>`` and their sum ``loss``, all scalars.
+
+        ``normalizer``: the divisor summed over replicas (see
+        :meth:`loss_normalizer`); ``None`` uses this batch's own.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not define its losses")
 
     def postprocess(self, outputs: dict) -> dict:

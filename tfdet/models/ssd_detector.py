@@ -34,7 +34,7 @@ Training targets (:meth:`SSDDetector.compute_losses`):
   therefore gives ``loss/box = 0`` and ``loss/cls`` = the summed loss of its
   mined negatives: finite, with finite gradients. Under a distribution
   strategy pass the cross-replica ``N`` as ``normalizer`` (see
-  :meth:`SSDDetector.count_positives`) and sum the replicas' gradients: the
+  :meth:`SSDDetector.loss_normalizer`) and sum the replicas' gradients: the
   result equals the one-device step.
 * ``loss = loss/cls + box_loss_weight * loss/box`` (``alpha = 1`` in the paper).
 
@@ -245,7 +245,9 @@ class SSDDetector(Detector):
             self.coder,
         )
 
-    def count_positives(self, groundtruth):
+    resize_mode = "stretch"
+
+    def loss_normalizer(self, groundtruth):
         """``N``: the positive default boxes of the batch, a float32 scalar."""
         targets = self.assign_targets(groundtruth)
         return ops.sum(ops.cast(targets["positive_mask"], "float32"))

@@ -274,13 +274,15 @@ class YOLOv3Detector(Detector):
 
     # ------------------------------------------------------------------ losses
 
-    def compute_losses(self, outputs, groundtruth):
+    def compute_losses(self, outputs, groundtruth, normalizer=None):
         """YOLOv3 loss terms.
 
         Args:
             outputs: the detector's raw outputs (dict per level).
             groundtruth: ``boxes [B, G, 4]`` yxyx pixels of the input image,
                 ``classes [B, G]`` int (``-1`` pads), optional ``is_crowd``.
+            normalizer: the divisor instead of ``B`` (the global batch size
+                under a distribution strategy; see ``Detector.loss_normalizer``).
 
         Returns:
             Scalars ``loss/yx``, ``loss/hw`` (or ``loss/giou`` with
@@ -309,7 +311,7 @@ class YOLOv3Detector(Detector):
             "boxes": pred_boxes,
         }
         return yolo_v3_losses(y_true, y_pred, image_size, ignore_threshold=self.ignore_threshold,
-                              box_loss=self.box_loss, giou_weight=self.giou_weight)
+                              box_loss=self.box_loss, giou_weight=self.giou_weight, normalizer=normalizer)
 
     # ---------------------------------------------------------- postprocessing
 
