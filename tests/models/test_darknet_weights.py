@@ -50,7 +50,7 @@ def tiny_cfg(classes):
         "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"))  # 16
     s += ["[route]\nlayers = -4\n", _conv(128, 1), "[upsample]\nstride=2\n", "[route]\nlayers = -1, 8\n"]
     s += [_conv(256, 3), _conv(out, 1, bn=False)]  # 21, 22
-    s.append(YOLO.format(mask="0,1,2", classes=classes).replace("num=9", "num=6").replace(
+    s.append(YOLO.format(mask="1,2,3", classes=classes).replace("num=9", "num=6").replace(
         "10,13, 16,30, 33,23, 30,61, 62,45, 59,119, 116,90, 156,198, 373,326",
         "10,14, 23,27, 37,58, 81,82, 135,169, 344,319"))
     return "\n".join(s)
@@ -371,3 +371,20 @@ def test_old_header_has_int32_seen(tmp_path, tiny, tiny_convs):
     np.testing.assert_array_equal(tiny.get_layer("bn_0").get_weights(), [gamma, beta, mean, var])
     bias = arrays[-1][0]
     np.testing.assert_array_equal(tiny.get_layer("conv_12").get_weights()[1], bias)
+
+
+@pytest.mark.parametrize("name", ["yolov3_tiny", "yolov3"])
+def test_default_priors_are_the_cfg_masks(name):
+    """Each output decodes with the priors its ``[yolo]`` section's ``mask`` selects, so published
+    weights decode as in Darknet. The cfg lists the coarsest scale first; the detector the finest."""
+    from tfdet.zoo import build_model
+
+    text = tiny_cfg(3) if name == "yolov3_tiny" else yolov3_cfg(3)
+    per_section = []
+    for section in text.split("[yolo]")[1:]:
+        options = dict(line.split("=", 1) for line in section.splitlines() if "=" in line)
+        options = {key.strip(): value for key, value in options.items()}
+        anchors = np.array([float(v) for v in options["anchors"].split(",")]).reshape(-1, 2)
+        per_section.append(anchors[[int(v) for v in options["mask"].split(",")]])
+    detector = build_model(name, 3, image_size=64)
+    np.testing.assert_array_equal(detector.priors, np.stack(per_section[::-1]))

@@ -236,6 +236,17 @@ def test_full_ssd512_builds_with_its_default_boxes():
     np.testing.assert_allclose(detector.anchors[0], [4 - half, 4 - half, 4 + half, 4 + half], atol=1e-4)
 
 
+def test_width_multiplier_keeps_the_layout_and_divides_the_channels():
+    full = build_model("ssd300_vgg16", 2)
+    narrow = build_model("ssd300_vgg16", 2, width_multiplier=0.125)
+    np.testing.assert_array_equal(narrow.anchors, full.anchors)
+    for name, channels in (("conv1_1", 8), ("conv4_3", 64), ("conv7", 128), ("conv8_2", 64), ("conv11_2", 32)):
+        assert narrow.network.get_layer(name).filters == channels, name
+        assert full.network.get_layer(name).filters == channels * 8, name
+    with pytest.raises(ValueError, match="width_multiplier"):
+        build_model("ssd300_vgg16", 2, network="tiny", image_size=SIZE, width_multiplier=0.5)
+
+
 def test_unknown_override_is_an_error():
     with pytest.raises(ValueError, match="bogus"):
         build_model("ssd300_vgg16", 3, bogus=1)

@@ -74,6 +74,15 @@ def test_yolov3_shapes_at_416(yolov3_416):
     assert all(np.isfinite(float(v)) for v in losses.values())
 
 
+def test_width_multiplier_scales_hidden_convs_not_outputs(yolov3_416):
+    narrow = build_model("yolov3", 4, width_multiplier=0.25)
+    # conv_0 (32 channels), the last residual stage (1024), the stride-8 output (3 * (5 + 4)).
+    for index, full_channels, narrow_channels in ((0, 32, 8), (51, 1024, 256), (74, 27, 27)):
+        assert yolov3_416.network.get_layer(f"conv_{index}").filters == full_channels
+        assert narrow.network.get_layer(f"conv_{index}").filters == narrow_channels
+    assert len([layer for layer in narrow.network.layers if layer.name.startswith("conv_")]) == 75
+
+
 def test_assignment_hand_made_scene(yolov3_416):
     outputs = _zeros_outputs(yolov3_416, 416)
     targets = yolov3_416.assign_targets(_scene_416(), yolov3_416._grid_sizes(outputs))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-__all__ = ["BN_EPSILON", "darknet_conv", "darknet53", "darknet53_features", "yolov3_tiny_backbone",
+__all__ = ["BN_EPSILON", "ConvCounter", "darknet_conv", "darknet53", "darknet53_features", "yolov3_tiny_backbone",
            "yolov3_tiny_features"]
 
 # Darknet's inference normalisation (CPU and GPU) is (x - mean) /
@@ -46,10 +46,33 @@ BN_EPSILON = 1e-6
 LEAKY_SLOPE = 0.1
 
 
-def _next_index(counter):
-    index = counter[0]
-    counter[0] += 1
-    return index
+class ConvCounter:
+    """Numbers a network's convolutions in cfg order and sets their widths.
+
+    Args:
+        width_multiplier: channels of every batch-normalised (hidden)
+            convolution become ``max(8, round(F * m))``; the output
+            convolutions keep theirs. 1.0 is the published network; smaller
+            values give the same topology, cheaper (tests, small devices).
+    """
+
+    def __init__(self, width_multiplier: float = 1.0):
+        if width_multiplier <= 0:
+            raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
+        self.next_index = 0
+        self.width_multiplier = float(width_multiplier)
+
+    def take(self) -> int:
+        """The next convolution's cfg index."""
+        index = self.next_index
+        self.next_index += 1
+        return index
+
+    def channels(self, filters: int) -> int:
+        """``filters`` scaled by the width multiplier."""
+        if self.width_multiplier == 1.0:
+            return filters
+        return max(8, int(round(filters * self.width_multiplier)))
 
 
 def darknet_conv(x, filters, size, counter, strides=1, batch_normalize=True, activation="leaky"):
@@ -59,8 +82,8 @@ def darknet_conv(x, filters, size, counter, strides=1, batch_normalize=True, act
         x: ``[B, H, W, C]`` tensor.
         filters: output channels ``F``.
         size: kernel size ``k`` (1 or 3).
-        counter: one-element list with this convolution's cfg index; it is
-            advanced by one.
+        counter: the network's ``ConvCounter``: gives this convolution's
+            cfg index and, for batch-normalised ones, scales ``F``.
         strides: 1, or 2 for Darknet's top-left-padded downsampling.
         batch_normalize: ``True``: no bias, BatchNormalization; ``False``: a
             bias (the YOLO output convolutions).
@@ -69,7 +92,9 @@ def darknet_conv(x, filters, size, counter, strides=1, batch_normalize=True, act
     Returns:
         ``[B, H / strides, W / strides, F]`` tensor.
     """
-    index = _next_index(counter)
+    index = counter.take()
+    if batch_normalize:
+        filters = counter.channels(filters)
     if strides == 1:
         padding = "same"
     else:
@@ -92,7 +117,7 @@ def _residual(x, filters, counter):
     shortcut = x
     y = darknet_conv(x, filters // 2, 1, counter)
     y = darknet_conv(y, filters, 3, counter)
-    return layers.Add(name=f"shortcut_{counter[0] - 1}")([shortcut, y])
+    return layers.Add(name=f"shortcut_{counter.next_index - 1}")([shortcut, y])
 
 
 # (output channels, residual blocks) of the five downsampling stages.
@@ -104,15 +129,15 @@ def darknet53_features(x, counter=None):
 
     Args:
         x: ``[B, H, W, 3]`` images, ``H`` and ``W`` divisible by 32.
-        counter: cfg-index counter (see the module docstring); a fresh one
-            starting at 0 when ``None``.
+        counter: the ``ConvCounter`` (see the module docstring); a fresh
+            one starting at 0 when ``None``.
 
     Returns:
         ``[c3, c4, c5]``: ``[B, H/8, W/8, 256]``, ``[B, H/16, W/16, 512]``,
         ``[B, H/32, W/32, 1024]``, the outputs of the last residual block of
         stages 3, 4 and 5 (cfg layers 36, 61 and 74).
     """
-    counter = [0] if counter is None else counter
+    counter = ConvCounter() if counter is None else counter
     x = darknet_conv(x, 32, 3, counter)
     features = []
     for filters, blocks in DARKNET53_STAGES:
@@ -148,14 +173,14 @@ def yolov3_tiny_features(x, counter=None):
 
     Args:
         x: ``[B, H, W, 3]`` images, ``H`` and ``W`` divisible by 32.
-        counter: cfg-index counter; a fresh one from 0 when ``None``.
+        counter: the ``ConvCounter``; a fresh one from 0 when ``None``.
 
     Returns:
         ``[c4, c5]``: ``[B, H/16, W/16, 256]`` (cfg layer 8, the conv before
         the fifth max pool, used by the upsampled branch) and
         ``[B, H/32, W/32, 1024]`` (cfg layer 12).
     """
-    counter = [0] if counter is None else counter
+    counter = ConvCounter() if counter is None else counter
     c4 = None
     for i, filters in enumerate(TINY_FILTERS):
         x = darknet_conv(x, filters, 3, counter)

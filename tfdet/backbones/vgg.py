@@ -29,7 +29,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-__all__ = ["L2Normalization", "vgg16_ssd_backbone"]
+__all__ = ["L2Normalization", "scaled_channels", "vgg16_ssd_backbone"]
 
 
 @keras.saving.register_keras_serializable(package="tfdet")
@@ -87,11 +87,19 @@ class L2Normalization(layers.Layer):
 _VGG16_BLOCKS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
 
 
+def scaled_channels(filters, width_multiplier):
+    """``filters`` times the width multiplier, at least 8 (1.0: unchanged)."""
+    if width_multiplier == 1.0:
+        return filters
+    return max(8, int(round(filters * width_multiplier)))
+
+
 def _conv(x, filters, kernel, name, **kwargs):
     return layers.Conv2D(filters, kernel, padding="same", activation="relu", name=name, **kwargs)(x)
 
 
-def vgg16_ssd_backbone(input_shape=(300, 300, 3), weights=None, l2_scale_init=20.0, name="vgg16_ssd"):
+def vgg16_ssd_backbone(input_shape=(300, 300, 3), weights=None, l2_scale_init=20.0, name="vgg16_ssd",
+                       width_multiplier=1.0):
     """VGG16 up to conv7 as used by SSD300/SSD512 (see the module docstring).
 
     Args:
@@ -105,6 +113,8 @@ def vgg16_ssd_backbone(input_shape=(300, 300, 3), weights=None, l2_scale_init=20
         l2_scale_init: initial per-channel scale of the conv4_3
             normalisation.
         name: the model's name.
+        width_multiplier: every convolution's channels scaled
+            (``scaled_channels``): the same topology, cheaper; 1.0 is VGG16.
 
     Returns:
         A ``keras.Model`` from images ``[B, H, W, 3]`` (float, preprocessing
@@ -118,7 +128,7 @@ def vgg16_ssd_backbone(input_shape=(300, 300, 3), weights=None, l2_scale_init=20
     conv4_3 = None
     for block, count, filters in _VGG16_BLOCKS:
         for index in range(1, count + 1):
-            x = _conv(x, filters, 3, f"conv{block}_{index}")
+            x = _conv(x, scaled_channels(filters, width_multiplier), 3, f"conv{block}_{index}")
         if block == 4:
             conv4_3 = x
         if block == 5:
@@ -129,8 +139,8 @@ def vgg16_ssd_backbone(input_shape=(300, 300, 3), weights=None, l2_scale_init=20
             x = layers.MaxPooling2D(2, strides=2, padding="same", name="pool3")(x)
         else:
             x = layers.MaxPooling2D(2, strides=2, padding="valid", name=f"pool{block}")(x)
-    x = _conv(x, 1024, 3, "conv6", dilation_rate=6)
-    conv7 = _conv(x, 1024, 1, "conv7")
+    x = _conv(x, scaled_channels(1024, width_multiplier), 3, "conv6", dilation_rate=6)
+    conv7 = _conv(x, scaled_channels(1024, width_multiplier), 1, "conv7")
     conv4_3_norm = L2Normalization(scale_init=l2_scale_init, name="conv4_3_norm")(conv4_3)
     model = keras.Model(images, [conv4_3_norm, conv7], name=name)
     if weights is not None:

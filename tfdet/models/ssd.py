@@ -54,7 +54,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfdet.backbones.vgg import vgg16_ssd_backbone
+from tfdet.backbones.vgg import scaled_channels, vgg16_ssd_backbone
 
 __all__ = [
     "SSD300_BOXES_PER_LOCATION",
@@ -82,10 +82,12 @@ _SSD512_EXTRAS = (
 )
 
 
-def _extra_layers(x, spec):
+def _extra_layers(x, spec, width_multiplier):
     """Appends the extra blocks to ``x``; returns the list of their second-conv outputs."""
     outputs = []
     for block, filters_1, filters_2, kernel, stride, pad in spec:
+        filters_1 = scaled_channels(filters_1, width_multiplier)
+        filters_2 = scaled_channels(filters_2, width_multiplier)
         x = layers.Conv2D(filters_1, 1, activation="relu", name=f"conv{block}_1")(x)
         if pad:
             x = layers.ZeroPadding2D(pad, name=f"conv{block}_2_pad")(x)
@@ -102,16 +104,16 @@ def _head(feature, boxes, channels, name):
     return layers.Reshape((-1, channels), name=f"{name}_flat")(x)
 
 
-def _ssd_network(image_size, num_classes, extras, boxes_per_location, backbone_weights, name):
+def _ssd_network(image_size, num_classes, extras, boxes_per_location, backbone_weights, name, width_multiplier):
     if num_classes < 1:
         raise ValueError(f"num_classes counts foreground classes and must be >= 1, got {num_classes}")
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    backbone = vgg16_ssd_backbone((height, width, 3), weights=backbone_weights)
+    backbone = vgg16_ssd_backbone((height, width, 3), weights=backbone_weights, width_multiplier=width_multiplier)
     # Work on the backbone's own graph so its layers (and their names,
     # conv1_1 ...) are layers of this model, not one nested sub-model.
     images = backbone.input
     conv4_3_norm, conv7 = backbone.outputs
-    sources = [conv4_3_norm, conv7] + _extra_layers(conv7, extras)
+    sources = [conv4_3_norm, conv7] + _extra_layers(conv7, extras, width_multiplier)
     if len(sources) != len(boxes_per_location):
         raise AssertionError("one boxes-per-location entry per source map")
     source_names = ["conv4_3_norm", "conv7"] + [f"conv{spec[0]}_2" for spec in extras]
@@ -124,7 +126,7 @@ def _ssd_network(image_size, num_classes, extras, boxes_per_location, backbone_w
     return keras.Model(images, {"class_logits": class_logits, "box_deltas": box_deltas}, name=name)
 
 
-def ssd300_network(num_classes=20, image_size=300, backbone_weights=None, name="ssd300"):
+def ssd300_network(num_classes=20, image_size=300, backbone_weights=None, name="ssd300", width_multiplier=1.0):
     """The SSD300 network (see the module docstring for layout and order).
 
     Args:
@@ -137,16 +139,19 @@ def ssd300_network(num_classes=20, image_size=300, backbone_weights=None, name="
         backbone_weights: ``None`` or a local ``*.weights.h5`` file of
             ``tfdet.backbones.vgg.vgg16_ssd_backbone`` (same input size).
         name: the model's name.
+        width_multiplier: the base's and the extra blocks' channels scaled
+            (``tfdet.backbones.vgg.scaled_channels``); 1.0 is the paper's.
 
     Returns:
         A ``keras.Model`` from images ``[B, H, W, 3]`` float to
         ``{"class_logits": [B, A, K + 1], "box_deltas": [B, A, 4]}``, float,
         raw (no softmax; deltas in the coder's encoded units).
     """
-    return _ssd_network(image_size, num_classes, _SSD300_EXTRAS, SSD300_BOXES_PER_LOCATION, backbone_weights, name)
+    return _ssd_network(image_size, num_classes, _SSD300_EXTRAS, SSD300_BOXES_PER_LOCATION, backbone_weights, name,
+                        width_multiplier)
 
 
-def ssd512_network(num_classes=20, image_size=512, backbone_weights=None, name="ssd512"):
+def ssd512_network(num_classes=20, image_size=512, backbone_weights=None, name="ssd512", width_multiplier=1.0):
     """The SSD512 network: maps 64, 32, 16, 8, 4, 2, 1 and ``A = 24564`` at 512x512.
 
     Args:
@@ -157,9 +162,12 @@ def ssd512_network(num_classes=20, image_size=512, backbone_weights=None, name="
         backbone_weights: ``None`` or a local ``*.weights.h5`` file of
             ``tfdet.backbones.vgg.vgg16_ssd_backbone`` (same input size).
         name: the model's name.
+        width_multiplier: the base's and the extra blocks' channels scaled
+            (``tfdet.backbones.vgg.scaled_channels``); 1.0 is the paper's.
 
     Returns:
         A ``keras.Model`` from images ``[B, H, W, 3]`` to
         ``{"class_logits": [B, A, K + 1], "box_deltas": [B, A, 4]}``.
     """
-    return _ssd_network(image_size, num_classes, _SSD512_EXTRAS, SSD512_BOXES_PER_LOCATION, backbone_weights, name)
+    return _ssd_network(image_size, num_classes, _SSD512_EXTRAS, SSD512_BOXES_PER_LOCATION, backbone_weights, name,
+                        width_multiplier)

@@ -56,6 +56,10 @@ Builders (``tfdet.build_model("ssd300_vgg16", K, **overrides)``):
   other size).
 * ``negative_ratio`` (3), ``min_negatives`` (3), ``box_loss_weight`` (1.0),
   ``positive_iou`` (0.5).
+* ``width_multiplier``: VGG16's and the extra blocks' channels scaled (at
+  least 8): the same maps, default boxes, matching and losses at a fraction
+  of the cost (the learning tests train ssd300/ssd512 at 1/8). 1.0 is the
+  paper's network and the only width that takes VGG16 weights.
 * ``network``: ``"vgg16"`` (default, ``tfdet.models.ssd``) or ``"tiny"``,
   a small test network (a 1/128 rescale, three 3x3 stride-2 stages to
   stride 8, then source maps at strides 8, 16 and 32 with 4, 6, 6 boxes per
@@ -323,6 +327,7 @@ def _build(name, num_classes, overrides, default_size, network_fn, sources, rati
     box_scales = options.pop("box_scales", default_scales)
     backbone_weights = options.pop("backbone_weights", None)
     network_kind = options.pop("network", "vgg16")
+    width_multiplier = float(options.pop("width_multiplier", 1.0))
     detector_options = {
         key: options.pop(key)
         for key in (
@@ -339,10 +344,13 @@ def _build(name, num_classes, overrides, default_size, network_fn, sources, rati
     if options:
         raise ValueError(f"unknown overrides for {name}: {sorted(options)}")
     if network_kind == "vgg16":
-        network = network_fn(num_classes=num_classes, image_size=(height, width), backbone_weights=backbone_weights)
+        network = network_fn(num_classes=num_classes, image_size=(height, width), backbone_weights=backbone_weights,
+                             width_multiplier=width_multiplier)
     elif network_kind == "tiny":
         if backbone_weights is not None:
             raise ValueError("the tiny test network has no backbone weights")
+        if width_multiplier != 1.0:
+            raise ValueError("width_multiplier applies to the vgg16 network, not the tiny test network")
         network = tiny_ssd_network(num_classes, (height, width))
         sources, ratios = TINY_SOURCES, TINY_RATIOS
     else:
@@ -372,7 +380,8 @@ def ssd300_vgg16(num_classes, **overrides):
         num_classes: foreground classes ``K``.
         **overrides: ``image_size``, ``backbone_weights``, ``max_detections``,
             ``score_threshold``, ``iou_threshold``, ``box_scales``, ``network``,
-            ``negative_ratio``, ``min_negatives``, ``box_loss_weight``, ``positive_iou``.
+            ``width_multiplier`` (VGG16's channels scaled, the same maps and
+            default boxes: a cheaper network of the same layout), ``negative_ratio``, ``min_negatives``, ``box_loss_weight``, ``positive_iou``.
 
     Returns:
         A built :class:`SSDDetector`.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from tfdet.backbones.darknet import darknet_conv, darknet53_features, yolov3_tiny_features
+from tfdet.backbones.darknet import ConvCounter, darknet_conv, darknet53_features, yolov3_tiny_features
 
 __all__ = ["yolov3_network", "yolov3_tiny_network"]
 
@@ -50,13 +50,15 @@ def _upsample_concat(x, skip, filters, counter, tag):
     return layers.Concatenate(axis=-1, name=f"route_{tag}")([x, skip])
 
 
-def yolov3_network(num_classes=80, input_shape=(None, None, 3), name="yolov3"):
+def yolov3_network(num_classes=80, input_shape=(None, None, 3), name="yolov3", width_multiplier=1.0):
     """YOLOv3: Darknet-53 with three detection scales.
 
     Args:
         num_classes: ``K``.
         input_shape: ``(H, W, 3)``, ``H`` and ``W`` divisible by 32 (or ``None``).
         name: model name.
+        width_multiplier: scales the hidden convolutions' channels
+            (``ConvCounter``); 1.0 is the published network.
 
     Returns:
         ``keras.Model`` mapping float ``[B, H, W, 3]`` RGB images in ``[0, 1]``
@@ -66,7 +68,7 @@ def yolov3_network(num_classes=80, input_shape=(None, None, 3), name="yolov3"):
         ``conv_0`` .. ``conv_74`` in cfg order.
     """
     inputs = keras.Input(shape=input_shape, name="images")
-    counter = [0]
+    counter = ConvCounter(width_multiplier)
     c3, c4, c5 = darknet53_features(inputs, counter)
     outputs = {}
     x = c5
@@ -80,13 +82,15 @@ def yolov3_network(num_classes=80, input_shape=(None, None, 3), name="yolov3"):
     return keras.Model(inputs, outputs, name=name)
 
 
-def yolov3_tiny_network(num_classes=80, input_shape=(None, None, 3), name="yolov3_tiny"):
+def yolov3_tiny_network(num_classes=80, input_shape=(None, None, 3), name="yolov3_tiny", width_multiplier=1.0):
     """YOLOv3-tiny: the conv/max-pool trunk with two detection scales.
 
     Args:
         num_classes: ``K``.
         input_shape: ``(H, W, 3)``, ``H`` and ``W`` divisible by 32 (or ``None``).
         name: model name.
+        width_multiplier: scales the hidden convolutions' channels
+            (``ConvCounter``); 1.0 is the published network.
 
     Returns:
         ``keras.Model`` mapping float ``[B, H, W, 3]`` RGB images in ``[0, 1]``
@@ -95,7 +99,7 @@ def yolov3_tiny_network(num_classes=80, input_shape=(None, None, 3), name="yolov
         ``conv_0`` .. ``conv_12`` in cfg order.
     """
     inputs = keras.Input(shape=input_shape, name="images")
-    counter = [0]
+    counter = ConvCounter(width_multiplier)
     c4, c5 = yolov3_tiny_features(inputs, counter)
     x = darknet_conv(c5, 256, 1, counter)
     head = darknet_conv(x, 512, 3, counter)

@@ -57,13 +57,14 @@ from tfdet.zoo import register
 
 __all__ = ["YOLOV3_TINY_PRIORS", "YOLOV3_TINY_STRIDES", "YOLOv3Detector", "yolov3", "yolov3_tiny"]
 
-# yolov3-tiny.cfg's six COCO priors, (width, height) pixels at 416. The cfg
-# gives the stride-16 output ``mask = 1,2,3`` (prior 3 shared by both
-# scales, a known quirk of the released cfg); here the priors split evenly,
-# 0..2 at stride 16 and 3..5 at stride 32, as training from scratch wants.
-# Pass ``priors=((23, 27), (37, 58), (81, 82), (81, 82), (135, 169),
-# (344, 319))`` to reproduce the cfg's decoding for converted weights.
-YOLOV3_TINY_PRIORS = ((10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319))
+# yolov3-tiny.cfg's COCO priors, (width, height) pixels at 416, per output as
+# the released cfg's masks select them: ``mask = 1,2,3`` at stride 16 and
+# ``mask = 3,4,5`` at stride 32 out of ``10,14, 23,27, 37,58, 81,82,
+# 135,169, 344,319``. So (81, 82) serves both scales and (10, 14) neither, a
+# known quirk of the release; following it is what makes the published
+# weights decode correctly. A ground truth whose best prior is the shared one
+# goes to stride 16 (the lower index), where Darknet would train both scales.
+YOLOV3_TINY_PRIORS = ((23, 27), (37, 58), (81, 82), (81, 82), (135, 169), (344, 319))
 YOLOV3_TINY_STRIDES = (16, 32)
 
 
@@ -353,8 +354,10 @@ def _build(network_fn, model_name, default_priors, strides, num_classes, overrid
     options.pop("build_size", None)
     priors = options.pop("priors", None) or default_priors
     name = options.pop("name", model_name)
+    width_multiplier = float(options.pop("width_multiplier", 1.0))
     input_shape = (None, None, 3) if image_size is None else (image_size[0], image_size[1], 3)
-    network = network_fn(num_classes, input_shape=input_shape, name=f"{model_name}_network")
+    network = network_fn(num_classes, input_shape=input_shape, name=f"{model_name}_network",
+                         width_multiplier=width_multiplier)
     detector = YOLOv3Detector(
         network, num_classes, model_name, priors=tuple(tuple(p) for p in priors), strides=strides,
         overrides=overrides, name=name, **options,
@@ -372,7 +375,9 @@ def yolov3(num_classes, **overrides):
         **overrides: ``image_size`` (int or ``(h, w)``, divisible by 32; 416 by
             default; ``None`` for an any-size input ``(None, None, 3)``, then
             built at ``build_size``, 416), ``priors`` (nine ``(w, h)``
-            pixel pairs), and the ``YOLOv3Detector`` / ``Detector`` keyword
+            pixel pairs), ``width_multiplier`` (hidden channels scaled, same
+            topology; 1.0, the published network, is the only width that
+            takes Darknet weights), and the ``YOLOv3Detector`` / ``Detector`` keyword
             arguments (``box_loss``, ``ignore_threshold``, ``giou_weight``,
             ``scale_clip``, ``max_detections``,
             ``score_threshold``, ``iou_threshold``, ``name``).
@@ -389,7 +394,9 @@ def yolov3_tiny(num_classes, **overrides):
 
     Args:
         num_classes: ``K``.
-        **overrides: as :func:`yolov3` (``priors``: six ``(w, h)`` pairs).
+        **overrides: as :func:`yolov3` (``priors``: six ``(w, h)`` pairs,
+            three per scale, stride 16 first; default ``YOLOV3_TINY_PRIORS``,
+            the released cfg's).
 
     Returns:
         A built :class:`YOLOv3Detector`; outputs ``"p4"``, ``"p5"``.
