@@ -40,7 +40,7 @@ setup(
     entry_points={
         "console_scripts": [
             "tfrecord-tools=tfrecord_tools.cli:main",
-            "tfdet=tfdet.cli:main",
+            "tfdet=tfdet.cli:entry_point",
         ],
     },
 )

@@ -16,8 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     # Only argparse/json load here; pycocotools, NumPy and matplotlib load when the command runs.
     from tfdet.evaluation.cli import add_metrics_parser
+    from tfdet.models_cli import add_models_parser
 
     add_metrics_parser(commands)
+    add_models_parser(commands)
     return parser
 
 
@@ -28,6 +30,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from tfdet.evaluation.cli import run_metrics
 
         return run_metrics(args, parser)
+    if args.command == "models":
+        from tfdet.models_cli import run_models
+
+        return run_models(args, parser)
     if args.command == "demo":
         from tfdet.demo import run_demo
 
@@ -36,5 +42,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def entry_point() -> int:
+    """The console script: ``main`` with a closed pipe (``tfdet models | head``) ending quietly."""
+    try:
+        return main()
+    except BrokenPipeError:
+        # Python would print a traceback while flushing stdout at exit; point it at devnull.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry_point())
