@@ -136,10 +136,13 @@ class Detector(keras.Model):
         return self.postprocess(self(images, training=False))
 
     def get_config(self) -> dict:
+        # The weights travel in the archive: a saved detector must rebuild
+        # without the backbone file it was first initialised from.
+        overrides = {key: value for key, value in self.overrides.items() if key != "backbone_weights"}
         return {
             "model_name": self.model_name,
             "num_classes": self.num_classes,
-            "overrides": self.overrides,
+            "overrides": overrides,
             "max_detections": self.max_detections,
             "score_threshold": self.score_threshold,
             "iou_threshold": self.iou_threshold,
