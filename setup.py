@@ -35,7 +35,9 @@ setup(
         "google-crc32c",
     ],
     extras_require={
-        "test": ["pytest", "jax", "faster-coco-eval"],
+        # ONNX export (tfdet export --format onnx) and its check in onnxruntime.
+        "onnx": ["tf2onnx>=1.17.0", "onnxruntime>=1.17"],
+        "test": ["pytest", "jax", "faster-coco-eval", "tf2onnx>=1.17.0", "onnxruntime>=1.17"],
     },
     entry_points={
         "console_scripts": [
