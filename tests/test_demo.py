@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 from PIL import Image
 
-from tfdet.demo import bundled_raccoon_dir, run_demo
+from tfdet.demo import DEMO_MODELS, bundled_raccoon_dir, convert_raccoon, demo_model_name
 
 from .conftest import DATASETS
 
@@ -19,7 +19,7 @@ def _bundled_objects() -> int:
 
 
 def test_demo_converts_verifies_and_renders_the_bundled_images(tmp_path):
-    result = run_demo(str(tmp_path), workers=1, progress=False)
+    result = convert_raccoon(str(tmp_path), workers=1, progress=False)
     manifests = result["manifests"]
     assert sum(m["images"] for m in manifests.values()) == 24 == result["verified"]
     assert sum(m["objects"] for m in manifests.values()) == _bundled_objects()
@@ -31,11 +31,35 @@ def test_demo_converts_verifies_and_renders_the_bundled_images(tmp_path):
             assert image.format == "PNG" and image.size[0] > 100
 
 
-def test_the_cli_demo_prints_its_steps(tmp_path, capsys):
+def test_every_demo_model_has_a_preset_and_an_unknown_one_is_refused():
+    from tfdet.config import preset_names
+
+    assert set(DEMO_MODELS) <= set(preset_names())
+    assert demo_model_name("yolo") == "yolov3_tiny"
+    with pytest.raises(ValueError, match="no demo settings for model 'ssd1000'"):
+        demo_model_name("ssd1000")
+
+
+@pytest.mark.slow
+def test_the_readme_demo_trains_evaluates_exports_and_predicts(tmp_path, capsys):
+    """The README's main command, end to end through the CLI, with its default settings."""
+    import json
+
     from tfdet.cli import main
 
-    assert main(["demo", "--out", str(tmp_path), "--workers", "1", "--quiet"]) == 0
-    assert "OK: 24 records" in capsys.readouterr().out
+    assert main(["demo", "--output-dir", str(tmp_path), "--workers", "1", "--quiet"]) == 0
+    assert "records verified" in capsys.readouterr().out
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    # Held-out images the detector never trained on; the issue asks for AP50 >= 0.5.
+    assert report["metrics"]["AP50"] >= 0.5, report["metrics"]
+    assert (tmp_path / "saved_model" / "saved_model.pb").is_file()
+    pictures = sorted((tmp_path / "predictions").glob("*.png"))
+    assert len(pictures) == report["predicted_images"] == 8
+    with Image.open(pictures[0]) as picture:
+        assert picture.size == (128, 128)
+    results = json.loads((tmp_path / "predictions" / "detections.json").read_text())
+    assert results and {"image_id", "category_id", "bbox", "score"} <= set(results[0])
+    assert (tmp_path / "model" / "checkpoints" / "checkpoint").is_file()
 
 
 def test_bundled_files_are_unchanged_copies_of_the_published_dataset():

@@ -1,14 +1,42 @@
-"""``tfdet demo``: the whole flow on the bundled raccoon images, no download.
+"""``tfdet demo``: the whole flow on bundled and generated data, no download, on a CPU.
 
-Today the flow is the data step: VOC XML -> sharded TFRecords with a
-validation split, then verify and inspect them, rendering a few records so a
-person can see the boxes landed where the annotator drew them.
+1. The converter on real images: the bundled raccoon subset (Pascal VOC XML)
+   becomes sharded TFRecords, verified and rendered.
+2. Data: a synthetic shapes set (circles, squares, triangles) written as
+   TFRecords through the same writer, a training split and a held-out split.
+3. Training: a small detector of the chosen family, with the real trainer
+   (``tfdet.training.train``: tf.data pipeline, custom loop, checkpoints,
+   TensorBoard, evaluation on the held-out split).
+4. Evaluation: COCO AP and AP50 on the held-out images into ``metrics.json``.
+5. Export: a SavedModel with the TF Object Detection API signatures.
+6. Prediction: the exported model, loaded as a user would, draws its
+   detections on held-out images.
+
+The demo networks are the families' own code at CPU scale: the SSD, RetinaNet
+and EfficientDet test networks (``network="tiny"``) and YOLOv3-tiny at
+128x128 pixels. Everything but the network's size is what a full run does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import time
 from importlib import resources
+
+# Registry name -> (overrides that make it CPU-sized, training steps, learning rate, augmentation).
+DEMO_MODELS = {
+    "ssd300_vgg16": ({"network": "tiny", "image_size": 128}, 1000, 2e-3, "flip"),
+    "yolov3_tiny": ({"image_size": 128}, 1500, 1e-3, "flip"),
+    "retinanet_resnet50_fpn": ({"network": "tiny", "image_size": 128}, 1500, 2e-3, "flip"),
+    "efficientdet_d0": ({"network": "tiny", "image_size": 128}, 1500, 2e-3, "flip"),
+}
+DEMO_ALIASES = {"ssd": "ssd300_vgg16", "yolo": "yolov3_tiny", "yolov3": "yolov3_tiny", "retinanet": "retinanet_resnet50_fpn",
+                "efficientdet": "efficientdet_d0"}
+TRAIN_IMAGES = 1024
+HELD_OUT_IMAGES = 128
+PREDICTED_IMAGES = 8
 
 
 def bundled_raccoon_dir() -> str:
@@ -16,8 +44,21 @@ def bundled_raccoon_dir() -> str:
     return str(resources.files("tfdet") / "assets" / "raccoon")
 
 
-def run_demo(out_dir: str, workers: int | None = None, progress: bool = True) -> dict:
-    """Converts, verifies and inspects the bundled dataset under ``out_dir``.
+def demo_model_name(model: str) -> str:
+    """The registry name of a demo model or alias (``ssd``, ``yolo``, ...).
+
+    Raises:
+        ValueError: the model has no demo settings, listing those that have.
+    """
+    name = DEMO_ALIASES.get(model, model)
+    if name not in DEMO_MODELS:
+        known = ", ".join(sorted(DEMO_MODELS) + sorted(DEMO_ALIASES))
+        raise ValueError(f"no demo settings for model {model!r}; choose one of: {known}")
+    return name
+
+
+def convert_raccoon(out_dir: str, workers: int | None = None, progress: bool = True) -> dict:
+    """Converts, verifies and inspects the bundled raccoon subset under ``out_dir``.
 
     Returns:
         ``{"manifests": ..., "verified": records, "summary": inspect summary}``.
@@ -32,7 +73,6 @@ def run_demo(out_dir: str, workers: int | None = None, progress: bool = True) ->
 
     source = bundled_raccoon_dir()
     records_dir = os.path.join(out_dir, "records")
-    print(f"[1/3] converting {source} (Pascal VOC) -> {records_dir}")
     manifests = tfrecord_tools.convert_voc(
         records_dir,
         annotations_dir=os.path.join(source, "annotations"),
@@ -45,15 +85,146 @@ def run_demo(out_dir: str, workers: int | None = None, progress: bool = True) ->
     for name, manifest in manifests.items():
         print(f"      {name}: {manifest['images']} images, {manifest['objects']} objects, "
               f"{len(manifest['shards'])} shards")
-
-    print("[2/3] verifying every record")
-    verified, problems = verify(os.path.join(records_dir, "*.tfrecord"), progress=progress)
+    verified, problems = verify(os.path.join(records_dir, "*.tfrecord"), progress=False)
     if problems:
         raise RuntimeError("demo records failed verification:\n" + "\n".join(problems))
-    print(f"      OK: {verified} records decode and check out")
-
     renders = os.path.join(out_dir, "inspect")
-    print(f"[3/3] inspecting; drawing 4 records into {renders}")
     summary = summarize(os.path.join(records_dir, "train-*.tfrecord"), render=4, out_dir=renders, progress=False)
-    print(format_table(summary))
+    print(f"      {verified} records verified; 4 rendered into {renders}")
+    if progress:
+        print(format_table(summary))
     return {"manifests": manifests, "verified": verified, "summary": summary}
+
+
+def demo_config(name: str, data_dir: str, model_dir: str, steps: int | None = None):
+    """The experiment config of the demo: the family's preset at CPU scale.
+
+    Args:
+        name: a registry name from ``DEMO_MODELS``.
+        data_dir: the folder of the synthetic ``train-*`` / ``val-*`` shards.
+        model_dir: where the run writes checkpoints, summaries and metrics.
+        steps: training steps (default: the model's demo setting).
+    """
+    from tfdet.config import apply_overrides, preset
+
+    overrides, default_steps, learning_rate, augmentation = DEMO_MODELS[name]
+    steps = int(steps or default_steps)
+    config = preset(name)
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, num_classes=None, overrides=dict(overrides)),
+    )
+    return apply_overrides(config, [
+        f"data.train_files={os.path.join(data_dir, 'train-*.tfrecord')}",
+        f"data.eval_files={os.path.join(data_dir, 'val-*.tfrecord')}",
+        f"data.augmentation={augmentation}",
+        "data.image_size=null",
+        "data.max_instances=8",
+        "data.shuffle_buffer=256",
+        "data.scale_range=null",
+        "train.batch_size=16",
+        f"train.steps={steps}",
+        "train.steps_per_loop=25",
+        "train.multi_scale=[]",
+        "train.optimizer.name=adam",
+        f"train.optimizer.learning_rate={learning_rate}",
+        "train.optimizer.weight_decay=0.0",
+        "train.optimizer.clip_norm=10.0",
+        "train.schedule.name=cosine",
+        f"train.schedule.warmup_steps={min(100, steps // 10)}",
+        "train.schedule.boundaries=[]",
+        "train.ema.enabled=false",
+        f"train.checkpoint_every={max(steps // 2, 1)}",
+        "train.log_every=25",
+        "train.eval_every=0",
+        "eval.metric=coco",
+        "eval.best_metric=AP50",
+        "eval.batch_size=32",
+        "runtime.strategy=auto",
+        f"runtime.model_dir={model_dir}",
+    ])
+
+
+def _held_out_images(data_dir: str, out_dir: str, count: int) -> str:
+    """Writes the first ``count`` held-out images as files (what a user would point predict at)."""
+    from tfrecord_tools import schema
+    from tfrecord_tools.reader import expand_pattern, iterate_examples, scalar
+
+    os.makedirs(out_dir, exist_ok=True)
+    examples = iterate_examples(expand_pattern(os.path.join(data_dir, "val-*.tfrecord")))
+    for index, (_, _, example) in zip(range(count), examples):
+        extension = "png" if scalar(example, schema.IMAGE_FORMAT) == b"png" else "jpg"
+        with open(os.path.join(out_dir, f"held_out_{index:02d}.{extension}"), "wb") as handle:
+            handle.write(scalar(example, schema.IMAGE_ENCODED))
+    return out_dir
+
+
+def run_demo(out_dir: str, model: str = "ssd", workers: int | None = None, progress: bool = True,
+             steps: int | None = None) -> dict:
+    """Runs the whole flow under ``out_dir`` (see the module docstring).
+
+    Args:
+        out_dir: output folder (created).
+        model: a registry name or alias with demo settings (``DEMO_MODELS``).
+        workers: converter worker processes (default: all cores).
+        progress: progress bars.
+        steps: training steps (default: the model's demo setting).
+
+    Returns:
+        ``{"model", "metrics", "saved_model", "predictions", "seconds", ...}``,
+        also written to ``out_dir/metrics.json``.
+    """
+    name = demo_model_name(model)
+    start = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+
+    print(f"[1/6] converter: bundled raccoon images (Pascal VOC) -> TFRecords in {out_dir}/records")
+    convert_raccoon(out_dir, workers=workers, progress=progress)
+
+    from tfdet.data.synthetic import write_synthetic_dataset
+
+    data_dir = os.path.join(out_dir, "data")
+    print(f"[2/6] data: {TRAIN_IMAGES} training and {HELD_OUT_IMAGES} held-out synthetic images -> {data_dir}")
+    write_synthetic_dataset(data_dir, TRAIN_IMAGES, image_size=128, seed=0, split="train")
+    write_synthetic_dataset(data_dir, HELD_OUT_IMAGES, image_size=128, seed=1, split="val", num_shards=1)
+
+    from tfdet.training import load_trained_model, train
+
+    model_dir = os.path.join(out_dir, "model")
+    config = demo_config(name, data_dir, model_dir, steps)
+    print(f"[3/6] training {name} ({config.model.overrides}) for {config.train.steps} steps -> {model_dir}")
+    result = train(config, progress=progress)
+
+    metrics = {key: float(value) for key, value in (result.get("metrics") or {}).items()}
+    print(f"[4/6] held-out COCO metrics: AP {metrics.get('AP', float('nan')):.3f}, "
+          f"AP50 {metrics.get('AP50', float('nan')):.3f}")
+
+    from tfdet.export import export_saved_model
+
+    saved_model = os.path.join(out_dir, "saved_model")
+    print(f"[5/6] exporting a SavedModel -> {saved_model}")
+    detector, _, _ = load_trained_model(config, "latest")
+    export_saved_model(detector, saved_model, label_map=os.path.join(data_dir, "label_map.pbtxt"), config=config,
+                       overwrite=True)
+
+    from tfdet.inference import predict
+
+    predictions = os.path.join(out_dir, "predictions")
+    inputs = _held_out_images(data_dir, os.path.join(out_dir, "held_out_images"), PREDICTED_IMAGES)
+    print(f"[6/6] predicting with the exported model on {PREDICTED_IMAGES} held-out images -> {predictions}")
+    summary = predict(saved_model, inputs, predictions, threshold=0.3)
+
+    report = {
+        "model": name,
+        "overrides": DEMO_MODELS[name][0],
+        "steps": int(result.get("step", config.train.steps)),
+        "metrics": metrics,
+        "saved_model": saved_model,
+        "predictions": predictions,
+        "predicted_images": summary["images"],
+        "model_dir": model_dir,
+        "seconds": round(time.time() - start, 1),
+    }
+    with open(os.path.join(out_dir, "metrics.json.tmp"), "w") as handle:
+        json.dump(report, handle, indent=2)
+    os.replace(os.path.join(out_dir, "metrics.json.tmp"), os.path.join(out_dir, "metrics.json"))
+    return report

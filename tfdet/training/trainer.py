@@ -287,7 +287,7 @@ class _Run:
                 batch_size=context.get_per_replica_batch_size(global_batch), training=True,
                 augmentation=data.augmentation, max_instances=data.max_instances, with_masks=data.with_masks,
                 input_context=context, seed=data.seed, deterministic=data.deterministic, cache=data.cache,
-                shuffle_buffer=data.shuffle_buffer,
+                shuffle_buffer=data.shuffle_buffer, scale_range=data.scale_range,
             )
             # Each step takes one batch per local replica from this pipeline.
             per_step = context.num_replicas_in_sync // context.num_input_pipelines
