@@ -64,30 +64,11 @@ def export_onnx(
         import tf2onnx
     except Exception as error:
         raise ExportError(f"ONNX export needs tf2onnx, which cannot be imported ({error}); {INSTALL_HINT}") from None
-    import tensorflow as tf
+    from tfdet.export.saved_model import batch_one_serving
 
-    from tfdet.export.metadata import resize_mode_of, serving_image_size
-    from tfdet.export.saved_model import serving_functions
-    from tfdet.export.serving import INPUT_KEY, DetectionServing, detection_settings
-    from tfdet.export.sources import detector_from_export
-
-    dtypes = {"uint8": tf.uint8, "float32": tf.float32}
-    if input_dtype not in dtypes:
-        raise ExportError(f"input_dtype must be one of {sorted(dtypes)}, got {input_dtype!r}")
-    if isinstance(source, (str, os.PathLike)):
-        detector, metadata = detector_from_export(os.fspath(source))
-        size = tuple(metadata["model"]["image_size"])
-        mode = metadata["model"]["resize_mode"]
-        max_detections = score_threshold = None
-    else:
-        detector = source
-        size = serving_image_size(detector, image_size)
-        mode = resize_mode_of(detector)
-    shape = size if input_size is None else _pair(input_size)
-    spec = tf.TensorSpec([1, shape[0], shape[1], 3], dtypes[input_dtype], name=INPUT_KEY)
-    with detection_settings(detector, max_detections, score_threshold):
-        function = serving_functions(DetectionServing(detector, size, mode), batch_size=1, image_shape=shape,
-                                     image_dtype=dtypes[input_dtype])["serving_default"]
+    with batch_one_serving(source, input_size=input_size, input_dtype=input_dtype, image_size=image_size,
+                           max_detections=max_detections, score_threshold=score_threshold) as served:
+        _, function, spec = served
         try:
             model, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=int(opset))
         except Exception as error:  # tf2onnx raises plain exceptions naming the op
@@ -105,10 +86,3 @@ def export_onnx(
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
-
-
-def _pair(size: Any) -> tuple[int, int]:
-    pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ExportError(f"input_size must be a positive int or (height, width), got {size!r}")
-    return pair

@@ -21,6 +21,7 @@ nothing at ``export_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -96,6 +97,52 @@ def serving_functions(serving: DetectionServing, batch_size: Optional[int] = Non
         "encoded_image_string_tensor": encoded_image_string_tensor,
         "tf_example": tf_example,
     }
+
+
+@contextlib.contextmanager
+def batch_one_serving(source: Any, *, input_size: Any = None, input_dtype: str = "uint8", image_size: Any = None,
+                      max_detections: Optional[int] = None, score_threshold: Optional[float] = None):
+    """``serving_default`` at batch 1 and a fixed image size: what the converters (TFLite, ONNX) trace.
+
+    Args:
+        source: a built detector, or the directory of a tfdet SavedModel export
+            (rebuilt from its config and variables; it keeps its own NMS settings).
+        input_size: int or ``(h, w)`` of the input image; default the model-input size.
+        input_dtype: ``"uint8"`` or ``"float32"`` (values 0..255).
+        image_size: model-input size of an any-size detector (see ``export_saved_model``).
+        max_detections, score_threshold: as ``export_saved_model`` (a detector source only).
+
+    Yields:
+        ``(detector, function, input_spec)``, with the NMS settings applied while the context is open
+        (trace inside it).
+    """
+    from tfdet.export.sources import detector_from_export  # sources imports this module
+
+    dtypes = {"uint8": tf.uint8, "float32": tf.float32}
+    if input_dtype not in dtypes:
+        raise ExportError(f"input_dtype must be one of {sorted(dtypes)}, got {input_dtype!r}")
+    if isinstance(source, (str, os.PathLike)):
+        detector, metadata = detector_from_export(os.fspath(source))
+        size = tuple(metadata["model"]["image_size"])
+        mode = metadata["model"]["resize_mode"]
+        max_detections = score_threshold = None
+    else:
+        detector = source
+        size = serving_image_size(detector, image_size)
+        mode = resize_mode_of(detector)
+    shape = size if input_size is None else _input_pair(input_size)
+    spec = tf.TensorSpec([1, shape[0], shape[1], 3], dtypes[input_dtype], name=INPUT_KEY)
+    with detection_settings(detector, max_detections, score_threshold):
+        function = serving_functions(DetectionServing(detector, size, mode), batch_size=1, image_shape=shape,
+                                     image_dtype=dtypes[input_dtype])["serving_default"]
+        yield detector, function, spec
+
+
+def _input_pair(size: Any) -> tuple[int, int]:
+    pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
+    if len(pair) != 2 or min(pair) < 1:
+        raise ExportError(f"input_size must be a positive int or (height, width), got {size!r}")
+    return pair
 
 
 def export_saved_model(

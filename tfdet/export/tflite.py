@@ -50,32 +50,15 @@ def export_tflite(
     """
     import tensorflow as tf
 
-    from tfdet.export.metadata import resize_mode_of, serving_image_size
-    from tfdet.export.saved_model import ServingModule, serving_functions
-    from tfdet.export.serving import DetectionServing, detection_settings
-    from tfdet.export.sources import detector_from_export
+    from tfdet.export.saved_model import ServingModule, batch_one_serving
 
-    dtypes = {"uint8": tf.uint8, "float32": tf.float32}
-    if input_dtype not in dtypes:
-        raise ExportError(f"input_dtype must be one of {sorted(dtypes)}, got {input_dtype!r}")
-    if isinstance(source, (str, os.PathLike)):
-        detector, metadata = detector_from_export(os.fspath(source))
-        size = tuple(metadata["model"]["image_size"])
-        mode = metadata["model"]["resize_mode"]
-        max_detections = score_threshold = None
-    else:
-        detector = source
-        size = serving_image_size(detector, image_size)
-        mode = resize_mode_of(detector)
-    shape = size if input_size is None else _pair(input_size)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory, prefix=".tfdet-tflite-") as scratch:
-        with detection_settings(detector, max_detections, score_threshold):
-            serving = DetectionServing(detector, size, mode)
-            function = serving_functions(serving, batch_size=1, image_shape=shape,
-                                         image_dtype=dtypes[input_dtype])["serving_default"]
+        with batch_one_serving(source, input_size=input_size, input_dtype=input_dtype, image_size=image_size,
+                               max_detections=max_detections, score_threshold=score_threshold) as served:
+            detector, function, _ = served
             module = ServingModule(detector, {})
             module.serving_default = function
             saved = os.path.join(scratch, "saved_model")
@@ -132,13 +115,6 @@ def tflite_interpreter(path: str):
             warnings.simplefilter("ignore", UserWarning)
             return tf.lite.Interpreter(model_path=path)
     return Interpreter(model_path=path)
-
-
-def _pair(size: Any) -> tuple[int, int]:
-    pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(v) for v in size)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ExportError(f"input_size must be a positive int or (height, width), got {size!r}")
-    return pair
 
 
 def _last_lines(text: str, count: int = 12) -> str:
