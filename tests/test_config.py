@@ -469,6 +469,13 @@ def test_the_shipped_config_set_is_complete():
             "efficientdet_d1_voc.yaml", "custom.yaml", "synthetic_ssd.yaml", "synthetic_yolo.yaml"} <= names
 
 
+def test_every_registered_model_has_a_shipped_config():
+    from tfdet import list_models
+
+    models = {C.load_config(path).model.name for path in CONFIG_FILES}
+    assert set(list_models()) <= models, sorted(set(list_models()) - models)
+
+
 @pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
 def test_every_shipped_config_loads_and_validates(path):
     cfg = C.load_config(path)

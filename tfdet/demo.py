@@ -24,13 +24,23 @@ import json
 import os
 import time
 from importlib import resources
+from typing import NamedTuple
 
-# Registry name -> (overrides that make it CPU-sized, training steps, learning rate, augmentation).
+class DemoSettings(NamedTuple):
+    """How the demo trains one family at CPU scale."""
+
+    overrides: dict  # build_model overrides that make the network CPU-sized
+    steps: int
+    learning_rate: float
+    config: tuple = ()  # further `--set` style config overrides
+
+
 DEMO_MODELS = {
-    "ssd300_vgg16": ({"network": "tiny", "image_size": 128}, 1000, 2e-3, "flip"),
-    "yolov3_tiny": ({"image_size": 128}, 1500, 1e-3, "flip"),
-    "retinanet_resnet50_fpn": ({"network": "tiny", "image_size": 128}, 1500, 2e-3, "flip"),
-    "efficientdet_d0": ({"network": "tiny", "image_size": 128}, 1500, 2e-3, "flip"),
+    "ssd300_vgg16": DemoSettings({"network": "tiny", "image_size": 128}, 1000, 2e-3),
+    "yolov3_tiny": DemoSettings({"image_size": 128}, 1500, 1e-3),
+    "retinanet_resnet50_fpn": DemoSettings({"network": "tiny", "image_size": 128}, 1000, 2e-3),
+    # XLA makes depthwise-convolution gradients ~7x slower on a CPU (docs/architecture.md, Decisions).
+    "efficientdet_d0": DemoSettings({"network": "tiny", "image_size": 128}, 1000, 2e-3, ("train.jit_compile=false",)),
 }
 DEMO_ALIASES = {"ssd": "ssd300_vgg16", "yolo": "yolov3_tiny", "yolov3": "yolov3_tiny", "retinanet": "retinanet_resnet50_fpn",
                 "efficientdet": "efficientdet_d0"}
@@ -107,16 +117,16 @@ def demo_config(name: str, data_dir: str, model_dir: str, steps: int | None = No
     """
     from tfdet.config import apply_overrides, preset
 
-    overrides, default_steps, learning_rate, augmentation = DEMO_MODELS[name]
-    steps = int(steps or default_steps)
+    settings = DEMO_MODELS[name]
+    steps = int(steps or settings.steps)
     config = preset(name)
     config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, num_classes=None, overrides=dict(overrides)),
+        config, model=dataclasses.replace(config.model, num_classes=None, overrides=dict(settings.overrides)),
     )
     return apply_overrides(config, [
         f"data.train_files={os.path.join(data_dir, 'train-*.tfrecord')}",
         f"data.eval_files={os.path.join(data_dir, 'val-*.tfrecord')}",
-        f"data.augmentation={augmentation}",
+        "data.augmentation=flip",
         "data.image_size=null",
         "data.max_instances=8",
         "data.shuffle_buffer=256",
@@ -126,7 +136,7 @@ def demo_config(name: str, data_dir: str, model_dir: str, steps: int | None = No
         "train.steps_per_loop=25",
         "train.multi_scale=[]",
         "train.optimizer.name=adam",
-        f"train.optimizer.learning_rate={learning_rate}",
+        f"train.optimizer.learning_rate={settings.learning_rate}",
         "train.optimizer.weight_decay=0.0",
         "train.optimizer.clip_norm=10.0",
         "train.schedule.name=cosine",
@@ -141,6 +151,7 @@ def demo_config(name: str, data_dir: str, model_dir: str, steps: int | None = No
         "eval.batch_size=32",
         "runtime.strategy=auto",
         f"runtime.model_dir={model_dir}",
+        *settings.config,
     ])
 
 
@@ -215,7 +226,7 @@ def run_demo(out_dir: str, model: str = "ssd", workers: int | None = None, progr
 
     report = {
         "model": name,
-        "overrides": DEMO_MODELS[name][0],
+        "overrides": DEMO_MODELS[name].overrides,
         "steps": int(result.get("step", config.train.steps)),
         "metrics": metrics,
         "saved_model": saved_model,
