@@ -24,6 +24,7 @@ from tfdet.models.flops import count_multiply_adds
 from tfdet.necks.fpn import fpn
 from tfdet.zoo import build_model
 
+from .scenes import colour_scenes
 from .training import compiled_train_step, two_replica_gradient_error
 
 K = 2
@@ -296,30 +297,8 @@ def test_two_replica_gradients_equal_one_device():
 # Learning
 # ---------------------------------------------------------------------------
 
-COLOURS = ((240.0, 200.0, 60.0), (60.0, 200.0, 240.0))  # class 0 rectangles, class 1 ellipses
-
-
 def synthetic_scenes(count, seed):
-    """One or two shapes per image, each inside its own 32x32 quadrant (so they never overlap)."""
-    rng = np.random.default_rng(seed)
-    images = np.full((count, SIZE, SIZE, 3), 50.0, np.float32)
-    boxes = np.zeros((count, 2, 4), np.float32)
-    classes = -np.ones((count, 2), np.int32)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    for i in range(count):
-        quadrants = rng.choice(4, size=rng.integers(1, 3), replace=False)
-        for j, quadrant in enumerate(quadrants):
-            h, w = rng.uniform(14, 30, 2)
-            y0 = 32 * (quadrant // 2) + rng.uniform(0, 32 - h)
-            x0 = 32 * (quadrant % 2) + rng.uniform(0, 32 - w)
-            cls = int(rng.integers(0, 2))
-            if cls == 0:
-                mask = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w)
-            else:
-                mask = ((yy - y0 - h / 2) / (h / 2)) ** 2 + ((xx - x0 - w / 2) / (w / 2)) ** 2 <= 1
-            images[i][mask] = COLOURS[cls]
-            boxes[i, j], classes[i, j] = [y0, x0, y0 + h, x0 + w], cls
-    return images, boxes, classes
+    return colour_scenes(count, seed, SIZE, sides=(14, 30))
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from tests.backends import run_under_jax
 from tfdet.core.matchers import ArgmaxMatcher
 from tfdet.zoo import build_model
 
+from .scenes import colour_scenes
 from .training import compiled_train_step, two_replica_gradient_error
 
 K = 2
@@ -344,33 +345,8 @@ def test_two_replica_gradients_equal_one_device():
 # Learning
 # ---------------------------------------------------------------------------
 
-COLOURS = ((240.0, 200.0, 60.0), (60.0, 200.0, 240.0))  # class 0 rectangles, class 1 ellipses
-
-
-def synthetic_scenes(count, seed, max_objects=2):
-    """Bright rectangles (class 0) and ellipses (class 1) on a plain grey background, boxes known."""
-    rng = np.random.default_rng(seed)
-    images = np.full((count, SIZE, SIZE, 3), 50.0, np.float32)
-    boxes = np.zeros((count, max_objects, 4), np.float32)
-    classes = -np.ones((count, max_objects), np.int32)
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE] + 0.5
-    for i in range(count):
-        for j in range(rng.integers(1, max_objects + 1)):
-            for _ in range(20):  # retry until it does not overlap the image's other objects
-                h, w = rng.uniform(14, 34, 2)
-                y0, x0 = rng.uniform(0, SIZE - h), rng.uniform(0, SIZE - w)
-                box = np.array([y0, x0, y0 + h, x0 + w], np.float32)
-                others = boxes[i][classes[i] >= 0]
-                if len(others) == 0 or np_iou(others, box[None]).max() == 0:
-                    break
-            cls = int(rng.integers(0, 2))
-            if cls == 0:
-                mask = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w)
-            else:
-                mask = ((yy - y0 - h / 2) / (h / 2)) ** 2 + ((xx - x0 - w / 2) / (w / 2)) ** 2 <= 1
-            images[i][mask] = COLOURS[cls]
-            boxes[i, j], classes[i, j] = box, cls
-    return images, boxes, classes
+def synthetic_scenes(count, seed):
+    return colour_scenes(count, seed, SIZE, sides=(14, 34))
 
 
 @pytest.mark.slow
